@@ -119,3 +119,11 @@ def layer_activations(model: nn.Sequential, image: torch.Tensor) -> list[tuple[s
             outputs.append((f"{index}: {type(layer).__name__}", x[0].detach().cpu()))
     model.train(was_training)
     return outputs
+
+
+def describe_layers(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int
+                    ) -> list[LayerRow]:
+    """The layer table without allocating weights (built on the meta device), for any size."""
+    with torch.device("meta"):
+        model = build_model(spec, input_shape, num_classes)
+    return layer_table(model, input_shape)

@@ -1,0 +1,87 @@
+"""DL Lab: `streamlit run app.py`. Page config, navigation over pages/, and the sidebar status."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dlcore.data import DATASETS, download_dataset  # noqa: E402
+from dlcore.dataset import DatasetError  # noqa: E402
+from dlcore.devices import available_devices, describe_device  # noqa: E402
+from pages import common  # noqa: E402
+
+st.set_page_config(page_title="DL Lab", page_icon="🧠", layout="wide")
+
+HERE = Path(__file__).resolve().parent
+PAGE_FILES = [
+    ("pages/train.py", "Train", "🏋️"),
+    ("pages/features.py", "Learned features", "🔬"),
+    ("pages/errors.py", "Errors", "❌"),
+    ("pages/baseline.py", "Random Forest baseline", "🌲"),
+    ("pages/experiments.py", "Experiments", "📒"),
+    ("pages/lessons.py", "Lessons", "🎓"),
+]
+PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
+         for i, (path, title, icon) in enumerate(PAGE_FILES) if (HERE / path).exists()]
+
+
+def dataset_panel() -> None:
+    st.sidebar.selectbox("Dataset", common.DATASET_CHOICES, key="dataset",
+                         format_func=common.dataset_title, persist_state="session")
+    st.sidebar.text_input("Data folder (optional)", key="data_dir", persist_state="session",
+                          help="A folder holding the dataset's files (IDX files for the MNIST "
+                               "family, cifar-10-batches-py for CIFAR-10).")
+    dataset, note = common.current_dataset()
+    st.sidebar.caption(f"**In use:** {common.dataset_title(dataset.name)} — "
+                       f"{len(dataset.train_y):,} train / {len(dataset.test_y):,} test images; "
+                       f"source: {dataset.source}")
+    if note:
+        st.sidebar.warning(note)
+    wanted = st.session_state.get("dataset", "mnist")
+    info = DATASETS.get(wanted)
+    if dataset.name != wanted and getattr(info, "downloadable", False):
+        if st.sidebar.button(f"Download {common.dataset_title(wanted)}", key="download"):
+            bar = st.sidebar.progress(0.0, text="Downloading…")
+            try:
+                download_dataset(wanted, progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)))
+            except DatasetError as exc:
+                st.sidebar.error(str(exc))
+            else:
+                common.cached_dataset.clear()
+                st.rerun()
+
+
+def device_panel() -> None:
+    choices = ["auto", *available_devices()]
+    st.sidebar.selectbox("Device", choices, key="device", persist_state="session",
+                         format_func=lambda d: "best available" if d == "auto" else d)
+    st.sidebar.caption(f"**Training on:** {describe_device(st.session_state.get('device', 'auto'))}")
+
+
+def job_panel() -> None:
+    job = common.current_job()
+    if job is None:
+        st.sidebar.caption("**Job:** none yet")
+        return
+    snap = job.snapshot()
+    if snap.state == "queued":
+        text = f"waiting, place {snap.queue_position} in the queue"
+    elif snap.state == "running" and snap.progress:
+        text = f"training, epoch {snap.progress.epoch}/{snap.progress.epochs}"
+    elif snap.state == "running":
+        text = "starting"
+    else:
+        final = snap.result.final if snap.result else None
+        text = snap.state + (f", test accuracy {final.test_acc:.2%}" if final else "")
+    st.sidebar.caption(f"**Job:** {text}")
+
+
+navigation = st.navigation(PAGES)
+dataset_panel()
+device_panel()
+job_panel()
+navigation.run()

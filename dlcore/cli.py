@@ -1,0 +1,179 @@
+"""`python -m dlcore train|bench|baseline|runs`: the engine from a terminal.
+
+Every config field has a flag, generated from the dataclasses so nothing re-describes them. Bad
+flags, bad values and unreadable folders end with exit status 2 and one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import Any, Sequence
+
+from dlcore.config import PRESETS, ConfigError, ModelSpec, RunConfig, TrainConfig
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line instead of usage + message
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "-"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, e.g. --hidden 512,256 --lr 0.001 --no-normalize."""
+    for section, klass in (("model", ModelSpec), ("train", TrainConfig)):
+        group = parser.add_argument_group(f"{section} settings")
+        for f in fields(klass):
+            flag = "--" + f.name.replace("_", "-")
+            dest = f"{section}.{f.name}"
+            default = f.default
+            if isinstance(default, bool):
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                   default=None, help=f"default {default}")
+            elif isinstance(default, tuple) or f.name in ("hidden", "conv_channels"):
+                group.add_argument(flag, dest=dest, type=_int_tuple, default=None,
+                                   help="comma-separated, e.g. 512,256 ('none' for no layers)")
+            else:
+                kind = type(default) if default is not None else str
+                group.add_argument(flag, dest=dest, type=kind, default=None,
+                                   help=f"default {default}")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base = PRESETS[args.preset]
+    changes = {k: v for k, v in vars(args).items()
+               if k.startswith(("model.", "train.")) and v is not None}
+    return base.replace(**changes).validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dlcore import cli_baseline, cli_runs
+
+    parser = _Parser(prog="python -m dlcore", description="DL Lab engine, headless.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a network and print its epochs")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="seed")
+    train.add_argument("--data-dir", help="a folder holding the dataset's files")
+    train.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    train.add_argument("--no-record", action="store_true", help="do not keep the run in the history")
+    train.add_argument("--name", help="a display name for the run in the history")
+    add_config_flags(train)
+    train.set_defaults(func=_train)
+
+    bench = sub.add_parser("bench", help="the lesson's DataLoader loop against the engine")
+    bench.add_argument("--data-dir", help="a folder holding MNIST's files")
+    bench.add_argument("--dataset", default="mnist")
+    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bench.add_argument("--epochs", type=int, default=1)
+    bench.add_argument("--skip-seed-loop", action="store_true",
+                       help="time only the engine (no ratio)")
+    bench.set_defaults(func=_bench)
+
+    cli_baseline.register(sub)
+    cli_runs.register(sub)
+    return parser
+
+
+def load_for_cli(name: str, data_dir: str | None):
+    """The dataset a command asked for; without a folder, the bundled sample when it is missing."""
+    from dlcore.data import load_dataset, load_with_fallback
+    from dlcore.dataset import DatasetError
+
+    try:
+        if data_dir:
+            return load_dataset(name, data_dir)
+        dataset, note = load_with_fallback(name)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    if note:
+        print(note, file=sys.stderr)
+    return dataset
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dlcore.recording import train_recorded
+    from dlcore.store import RunStore
+    from dlcore.train import EpochEnd
+
+    config = config_from_args(args)
+    dataset = load_for_cli(config.train.dataset, args.data_dir)
+    config = config.replace(**{"train.dataset": dataset.name})
+    from dlcore.devices import describe_device
+    from dlcore.models import build_model, count_params
+
+    params = count_params(build_model(config.model, dataset.shape, dataset.num_classes))
+    if not args.json:
+        print(f"Parameters: {params:,}")
+        print(f"Dataset: {dataset.name} ({dataset.source}); device: "
+              f"{describe_device(config.train.device)}")
+
+    def show(event: Any) -> None:
+        if isinstance(event, EpochEnd) and not args.json:
+            m = event.metrics
+            print(f"Epoch {m.epoch}: Train Acc: {m.train_acc:.2%}, Test Acc: {m.test_acc:.2%}",
+                  flush=True)
+
+    store = None if args.no_record else RunStore()
+    if store is not None and store.notice:
+        print(store.notice, file=sys.stderr)
+    result, run_id = train_recorded(config, dataset, store=store, on_event=show, name=args.name)
+    if args.json:
+        print(json.dumps({
+            "status": result.status, "run_id": run_id, "dataset": dataset.name,
+            "device": result.device, "params": result.params, "config": config.to_dict(),
+            "history": [m.as_dict() for m in result.history], **result.final_metrics(),
+            "diverged_step": result.diverged_step, "message": result.message,
+            "seconds": round(result.seconds, 3), "cuda_graph": result.cuda_graph,
+        }))
+    else:
+        if result.message:
+            print(result.message)
+        final = result.final
+        summary = f"Status: {result.status}"
+        if final is not None:
+            summary += f"; test accuracy {final.test_acc:.2%}"
+        if run_id is not None:
+            summary += f"; recorded as run {run_id}"
+        print(summary)
+    return 0 if result.status in ("finished", "stopped") else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dlcore.bench import run_bench
+
+    if args.epochs < 1:
+        raise CliError(f"--epochs: {args.epochs} is out of range; allowed 1 or more")
+    dataset = load_for_cli(args.dataset, args.data_dir)
+    if dataset.shape != (1, 28, 28):
+        raise CliError(f"bench needs 28x28 grey images like MNIST; {dataset.name} has {dataset.shape}")
+    run_bench(dataset, device=args.device, epochs=args.epochs, include_seed_loop=not args.skip_seed_loop)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ConfigError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

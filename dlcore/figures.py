@@ -1,0 +1,95 @@
+"""Plotly figures built from plain data: curves, weight grids, heatmaps, image galleries, bars."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+
+def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch: int | None = None
+                      ) -> go.Figure:
+    """The smoothed training loss against the step, growing live."""
+    steps = [s for s, _ in batch_losses]
+    fig = go.Figure(go.Scatter(x=steps, y=[v for _, v in batch_losses], mode="lines",
+                               name="smoothed batch loss"))
+    fig.update_layout(title="Training loss (smoothed, per step)", xaxis_title="step",
+                      yaxis_title="loss", height=300, margin=dict(t=40, b=30, l=40, r=10),
+                      uirevision="batch-loss")
+    return fig
+
+
+def epoch_curves_figure(history: Sequence[dict]) -> go.Figure:
+    """Loss and accuracy per epoch: train, evaluation (test) and, with early stopping, validation."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per epoch", "accuracy per epoch"))
+    epochs = [h["epoch"] for h in history]
+    for col, metric in ((1, "loss"), (2, "acc")):
+        for split, dash in (("train", "solid"), ("test", "dash"), ("val", "dot")):
+            values = [h.get(f"{split}_{metric}") for h in history]
+            if not any(v is not None for v in values):
+                continue
+            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{split} {metric}",
+                                     line=dict(dash=dash)), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(height=320, margin=dict(t=40, b=30, l=40, r=10), uirevision="epochs")
+    return fig
+
+
+def weight_grid_figure(weights: np.ndarray, image_shape: tuple[int, int], units: Sequence[int],
+                       columns: int = 8, title: str = "") -> go.Figure:
+    """First-layer weights, one small image per unit, RdBu with a scale symmetric around zero."""
+    weights = np.asarray(weights, dtype=np.float32)
+    rows = math.ceil(len(units) / columns)
+    h, w = image_shape
+    canvas = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
+    for k, unit in enumerate(units):
+        r, c = divmod(k, columns)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = weights[unit].reshape(h, w)
+    limit = float(np.nanmax(np.abs(canvas))) or 1.0
+    fig = go.Figure(go.Heatmap(z=canvas[::-1], colorscale="RdBu", zmin=-limit, zmax=limit,
+                               zmid=0, showscale=True, hoverongaps=False))
+    fig.update_layout(title=title, height=max(220, 90 * rows), margin=dict(t=40, b=10, l=10, r=10))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    return fig
+
+
+def heatmap_figure(matrix: np.ndarray, labels: Sequence[str], title: str, *,
+                   colorscale: str = "Blues", zmid: float | None = None, text_format: str = "d"
+                   ) -> go.Figure:
+    """A confusion-style heatmap: rows true class, columns predicted, values written in the cells."""
+    matrix = np.asarray(matrix)
+    text = [[format(v, text_format) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=matrix, x=list(labels), y=list(labels), colorscale=colorscale,
+                               zmid=zmid, text=text, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=480, margin=dict(t=40, b=40, l=40, r=10))
+    fig.update_xaxes(title_text="predicted", type="category")
+    fig.update_yaxes(title_text="true", type="category", autorange="reversed")
+    return fig
+
+
+def image_heatmap(image: np.ndarray, title: str = "", colorscale: str = "gray",
+                  symmetric: bool = False, height: int = 260) -> go.Figure:
+    """One 2-D array as an image (a digit, a feature map, feature importances)."""
+    image = np.asarray(image, dtype=np.float32)
+    kwargs = {}
+    if symmetric:
+        limit = float(np.abs(image).max()) or 1.0
+        kwargs = dict(zmin=-limit, zmax=limit, zmid=0)
+    fig = go.Figure(go.Heatmap(z=image[::-1], colorscale=colorscale, **kwargs))
+    fig.update_layout(title=title, height=height, margin=dict(t=30, b=10, l=10, r=10))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    return fig
+
+
+def probability_bars(probabilities: Sequence[float], classes: Sequence[str], title: str = ""
+                     ) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(classes), y=list(probabilities)))
+    fig.update_layout(title=title, height=260, yaxis_range=[0, 1], margin=dict(t=30, b=30, l=40, r=10))
+    fig.update_xaxes(type="category")
+    return fig

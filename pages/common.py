@@ -1,0 +1,100 @@
+"""What every page shares: the cached dataset, the one run store, the job manager, session state.
+
+Session state keys: "dataset", "data_dir", "device" (sidebar widgets), "config" (the RunConfig the
+Train page's widgets describe), "job" (this session's TrainingJob), "opened_run" (a run id from the
+history that the inspection pages show instead of the last job).
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from dlcore.config import PRESETS, RunConfig
+from dlcore.data import DATASETS, load_dataset, load_with_fallback
+from dlcore.dataset import Dataset, DatasetError
+from dlcore.inspection import RunView, view_from_result, view_from_store
+from dlcore.jobs import JobManager, TrainingJob, default_manager
+from dlcore.store import RunStore
+
+DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def cached_dataset(name: str, data_dir: str) -> tuple[Dataset, str | None]:
+    """Read-only, shared by all sessions. A named folder that cannot be read raises DatasetError."""
+    if data_dir:
+        return load_dataset(name, data_dir), None
+    return load_with_fallback(name)
+
+
+@st.cache_resource
+def run_store(home: str) -> RunStore:
+    return RunStore(home or None)
+
+
+def store() -> RunStore:
+    return run_store(os.environ.get("DLLAB_HOME", ""))
+
+
+def manager() -> JobManager:
+    return default_manager()
+
+
+def current_dataset() -> tuple[Dataset, str | None]:
+    """The dataset the sidebar names, falling back to the bundled sample with a note."""
+    name = st.session_state.get("dataset", "mnist")
+    data_dir = st.session_state.get("data_dir", "").strip()
+    try:
+        return cached_dataset(name, data_dir)
+    except DatasetError as exc:
+        dataset, _ = cached_dataset("mnist-sample", "")
+        return dataset, f"{exc} Using the bundled MNIST sample instead."
+
+
+def dataset_title(name: str) -> str:
+    info = DATASETS.get(name)
+    return getattr(info, "title", name)
+
+
+def current_config() -> RunConfig:
+    return st.session_state.get("config", PRESETS["seed"])
+
+
+def current_job() -> TrainingJob | None:
+    return st.session_state.get("job")
+
+
+def current_view() -> RunView | None:
+    """The run the inspection pages show: an opened past run, else this session's last job."""
+    opened = st.session_state.get("opened_run")
+    if opened is not None:
+        cache = st.session_state.setdefault("_opened_views", {})
+        if opened not in cache:
+            try:
+                run = store().get_run(opened)
+                dataset, _ = cached_dataset(run["dataset"], st.session_state.get("data_dir", ""))
+                cache.clear()
+                cache[opened] = view_from_store(store(), opened, dataset)
+            except Exception as exc:  # a deleted run, missing weights, unreadable data
+                st.warning(f"Run {opened} cannot be opened: {exc}")
+                st.session_state.pop("opened_run", None)
+                return _job_view()
+        return cache[opened]
+    return _job_view()
+
+
+def _job_view() -> RunView | None:
+    job = current_job()
+    if job is None:
+        return None
+    snap = job.snapshot()
+    if snap.result is None or snap.result.test_pred is None:
+        return None
+    return view_from_result(snap.result, job.dataset, snap.run_id)
+
+
+def no_run_message() -> None:
+    st.info("No trained model yet. Train one on the **Train** page, or open a past run on the "
+            "**Experiments** page.")

@@ -1,0 +1,165 @@
+"""Train: every setting of the model and its training, the layer table, Train/Stop, live curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
+from dlcore.devices import resolve_device
+from dlcore.figures import batch_loss_figure, epoch_curves_figure
+from dlcore.formstate import (BATCH_OPTIONS, CHANNEL_OPTIONS, LR_OPTIONS, MAX_BLOCKS, MAX_HIDDEN,
+                              SUBSET_OPTIONS, WEIGHT_DECAY_OPTIONS, WIDTH_OPTIONS,
+                              config_from_widgets, widget_values, with_value)
+from dlcore.jobs import JobSnapshot, TrainingJob
+from dlcore.models import describe_layers
+from pages import common
+
+S = st.session_state
+KEEP = dict(persist_state="session")
+
+
+def init_widgets() -> None:
+    """Give every widget its value from the current config the first time it is drawn."""
+    for key, value in widget_values(common.current_config()).items():
+        if key not in S:
+            S[key] = value
+
+
+def choice_slider(label: str, key: str, options: tuple, fmt=str, **kwargs) -> None:
+    st.select_slider(label, with_value(options, S[key]), key=key, format_func=fmt, **KEEP, **kwargs)
+
+
+def model_controls() -> None:
+    st.subheader("Model")
+    st.radio("Model kind", ["mlp", "cnn"], key="model.kind", horizontal=True, **KEEP,
+             format_func=lambda k: {"mlp": "MLP (dense layers)", "cnn": "CNN (conv blocks)"}[k])
+    if S["model.kind"] == "mlp":
+        st.slider("Hidden layers", 0, MAX_HIDDEN, key="model.n_hidden", **KEEP)
+        for i in range(S["model.n_hidden"]):
+            choice_slider(f"Width of hidden layer {i + 1}", f"model.width_{i}", WIDTH_OPTIONS)
+    else:
+        st.slider("Conv blocks", 1, MAX_BLOCKS, key="model.n_blocks", **KEEP)
+        for i in range(S["model.n_blocks"]):
+            choice_slider(f"Channels of block {i + 1}", f"model.channels_{i}", CHANNEL_OPTIONS)
+        st.radio("Kernel size", [3, 5], key="model.kernel_size", horizontal=True, **KEEP)
+        st.checkbox("Max-pool after each block", key="model.pool", **KEEP)
+        choice_slider("Dense head width", "model.dense", WIDTH_OPTIONS)
+    st.selectbox("Activation", ACTIVATIONS, key="model.activation", **KEEP)
+    st.slider("Dropout", 0.0, 0.9, step=0.05, key="model.dropout", **KEEP)
+    st.selectbox("Normalisation layers", NORMS, key="model.norm", **KEEP)
+
+
+def training_controls() -> None:
+    st.subheader("Training")
+    st.selectbox("Optimiser", OPTIMIZERS, key="train.optimizer", **KEEP)
+    choice_slider("Learning rate (log scale)", "train.lr", LR_OPTIONS, fmt=lambda v: f"{v:g}")
+    if S["train.optimizer"] == "sgd":
+        st.slider("Momentum", 0.0, 0.99, step=0.01, key="train.momentum", **KEEP)
+    choice_slider("Batch size", "train.batch_size", BATCH_OPTIONS)
+    st.slider("Epochs", 1, 50, key="train.epochs", **KEEP)
+    choice_slider("Weight decay", "train.weight_decay", WEIGHT_DECAY_OPTIONS, fmt=lambda v: f"{v:g}")
+    st.slider("Label smoothing", 0.0, 0.3, step=0.05, key="train.label_smoothing", **KEEP)
+    choice_slider("Training images", "train.train_subset", SUBSET_OPTIONS,
+                  fmt=lambda v: "all" if v == 0 else f"{v:,}")
+    st.toggle("Normalise inputs (off: raw pixel values 0-255)", key="train.normalize", **KEEP)
+    st.toggle("Augment (small random shifts and rotations)", key="train.augment", **KEEP)
+    st.toggle("Early stopping (on a validation split)", key="train.early_stopping", **KEEP)
+    if S["train.early_stopping"]:
+        st.slider("Patience (epochs)", 1, 10, key="train.patience", **KEEP)
+    st.number_input("Seed", 0, 2**31 - 1, key="train.seed", **KEEP)
+
+
+def layer_table(config, dataset) -> None:
+    rows = describe_layers(config.model, dataset.shape, dataset.num_classes)
+    total = sum(r.params for r in rows)
+    st.metric("Parameters", f"{total:,}")
+    frame = pd.DataFrame({"layer": [r.name for r in rows],
+                          "output shape": [" × ".join(map(str, r.output_shape)) for r in rows],
+                          "parameters": [r.params for r in rows]})
+    st.dataframe(frame, hide_index=True, key="layer_table")
+
+
+def start_training(config, dataset) -> None:
+    try:
+        resolve_device(config.train.device)
+        job = TrainingJob(config, dataset, store=common.store())
+    except ConfigError as exc:
+        st.error(f"Cannot start: {exc}")
+        return
+    common.manager().submit(job)
+    S["job"] = job
+    S.pop("opened_run", None)
+
+
+def draw_status(snap: JobSnapshot) -> None:
+    final = snap.result.final if snap.result else None
+    acc = f" Test accuracy {final.test_acc:.2%}." if final else ""
+    if snap.state == "queued":
+        st.info(f"Waiting for the device: place {snap.queue_position} in the queue.")
+    elif snap.state == "running":
+        p = snap.progress
+        if p is None:
+            st.progress(0.0, text="Starting…")
+        else:
+            done = ((p.epoch - 1) * p.steps_per_epoch + p.epoch_step) / (p.epochs * p.steps_per_epoch)
+            st.progress(min(done, 1.0), text=(
+                f"Epoch {p.epoch}/{p.epochs} · step {p.epoch_step}/{p.steps_per_epoch} · "
+                f"{p.samples_per_s:,.0f} samples/s · ETA {p.eta_s:,.0f} s"))
+    elif snap.state == "finished":
+        st.success(f"Finished.{acc} {snap.message}")
+    elif snap.state == "stopped":
+        st.warning(f"Stopped after {len(snap.history)} epoch(s).{acc}")
+    elif snap.state == "diverged":
+        st.error(f"Diverged: the training blew up. {snap.message}")
+    else:
+        st.error(f"Training failed: {snap.message}")
+
+
+def live_panel() -> None:
+    job = common.current_job()
+    if job is None:
+        st.caption("Press **Train** to start; the curves appear here while it runs.")
+        return
+    snap = job.snapshot()
+    draw_status(snap)
+    st.plotly_chart(batch_loss_figure(snap.batch_losses), key="curve_batch")
+    st.plotly_chart(epoch_curves_figure([m.as_dict() for m in snap.history]), key="curve_epochs")
+    if S.get("_was_active") and not snap.active:
+        S["_was_active"] = False
+        st.rerun()  # once, so the buttons and the other pages see the finished run
+    S["_was_active"] = snap.active
+
+
+st.title("Train a network")
+init_widgets()
+dataset, _ = common.current_dataset()
+left, right = st.columns([1, 2])
+with left:
+    model_controls()
+    training_controls()
+values = {k: S[k] for k in widget_values(common.current_config())}
+values["train.dataset"] = dataset.name
+values["train.device"] = S.get("device", "auto")
+try:
+    config = config_from_widgets(values)
+    S["config"] = config
+except ConfigError as exc:
+    config = None
+    left.error(f"Setting refused: {exc}")
+
+with right:
+    job = common.current_job()
+    active = job is not None and job.snapshot().active
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button("Train", key="train_button", type="primary", disabled=active or config is None):
+        start_training(config, dataset)
+        active = True
+    if b2.button("Stop", key="stop_button", disabled=not active):
+        job.stop()
+    if active:
+        st.caption("Changing settings now applies to the next run, not this one.")
+    st.fragment(run_every=0.5 if active else None)(live_panel)()
+    if config is not None:
+        with st.expander("Layer table", expanded=True):
+            layer_table(config, dataset)
