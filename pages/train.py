@@ -8,9 +8,19 @@ import streamlit as st
 from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
 from dlcore.devices import resolve_device
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
-from dlcore.formstate import (BATCH_OPTIONS, CHANNEL_OPTIONS, LR_OPTIONS, MAX_BLOCKS, MAX_HIDDEN,
-                              SUBSET_OPTIONS, WEIGHT_DECAY_OPTIONS, WIDTH_OPTIONS,
-                              config_from_widgets, widget_values, with_value)
+from dlcore.formstate import (
+    BATCH_OPTIONS,
+    CHANNEL_OPTIONS,
+    LR_OPTIONS,
+    MAX_BLOCKS,
+    MAX_HIDDEN,
+    SUBSET_OPTIONS,
+    WEIGHT_DECAY_OPTIONS,
+    WIDTH_OPTIONS,
+    config_from_widgets,
+    widget_values,
+    with_value,
+)
 from dlcore.jobs import JobSnapshot, TrainingJob
 from dlcore.models import describe_layers
 from pages import common
