@@ -1,0 +1,402 @@
+"""The dataset registry and its loaders: a named folder, the cache, a download, or what ships inside.
+
+Torchvision's datasets (MNIST, Fashion-MNIST, KMNIST, CIFAR-10) are read with a small validating
+reader of their own file formats, from a folder the user names, then from the cache
+(`default_data_dir()`), then, only when asked, from a download. scikit-learn's 8x8 digits and a
+bundled 10,000/2,000 MNIST sample are always there. Nothing is cached in module globals.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import http.client
+import io
+import os
+import pickle
+import socket
+import tarfile
+import threading
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcore.dataset import Dataset, DatasetError
+
+__all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "default_data_dir",
+           "describe_source", "download_dataset", "load_dataset", "load_with_fallback", "read_idx"]
+
+Progress = Callable[[float], None]
+SAMPLE_PATH = Path(__file__).parent / "samples" / "mnist_sample.npz"
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is, before loading it: its classes and image shape (C, H, W)."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+    downloadable: bool
+
+
+_MNIST_CLASSES = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+                  "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine")
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo("mnist", "MNIST", _MNIST_CLASSES, (1, 28, 28), True),
+    DatasetInfo("fashion-mnist", "Fashion-MNIST", (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), (1, 28, 28), True),
+    DatasetInfo("kmnist", "KMNIST (Kuzushiji)",
+                ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), (1, 28, 28), True),
+    DatasetInfo("cifar10", "CIFAR-10", (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck"), (3, 32, 32), True),
+    DatasetInfo("digits", "scikit-learn digits (8x8)", tuple(str(d) for d in range(10)), (1, 8, 8), False),
+    DatasetInfo("mnist-sample", "MNIST sample (bundled)", _MNIST_CLASSES, (1, 28, 28), False),
+)}
+# torchvision's folder under the root (<root>/MNIST/raw) and its class, for the download.
+_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST",
+                "cifar10": "CIFAR10"}
+# Hosts of torchvision's download urls, probed before anything else so no network fails fast.
+_HOSTS = {"mnist": ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+          "fashion-mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
+          "kmnist": ("codh.rois.ac.jp",), "cifar10": ("www.cs.toronto.edu",)}
+_HTTPS = {"ossci-datasets.s3.amazonaws.com", "www.cs.toronto.edu"}
+
+
+class _NotFound(DatasetError):
+    """No files of the dataset anywhere we looked (as opposed to files that are broken)."""
+
+
+def default_data_dir() -> Path:
+    """$DLLAB_HOME/data, with DLLAB_HOME defaulting to ~/.dllab."""
+    home = os.environ.get("DLLAB_HOME") or str(Path.home() / ".dllab")
+    return Path(home).expanduser() / "data"
+
+
+def _info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DatasetError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------- file formats
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One IDX file (plain or .gz) of unsigned bytes with `ndim` dimensions, fully validated."""
+    try:
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc}).") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+        raise DatasetError(f"{path}: not an IDX file of {ndim}-d unsigned bytes "
+                           f"(magic {raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}).")
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw[4:header].ljust(4 * ndim, b"\0"), ">u4"))
+    if len(raw) != header + int(np.prod(dims, dtype=np.int64)):
+        raise DatasetError(f"{path}: {max(len(raw) - header, 0)} data bytes for dimensions {dims}, "
+                           f"expected {int(np.prod(dims))} (truncated or corrupt).")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_mnist_like(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, ...]:
+    paths = [_idx_path(folder, stem) for stem in IDX_FILES]
+    for stem, path in zip(IDX_FILES, paths, strict=True):
+        if path is None:
+            raise DatasetError(f"{folder / stem}(.gz) is missing; {info.title} needs "
+                               f"{', '.join(IDX_FILES)} (plain or .gz) together in {folder}.")
+    out = []
+    for img_path, lab_path in ((paths[0], paths[1]), (paths[2], paths[3])):
+        images, labels = read_idx(img_path, 3), read_idx(lab_path, 1)
+        if images.shape[1:] != info.shape[1:]:
+            raise DatasetError(f"{img_path}: images of {images.shape[1]}x{images.shape[2]} pixels, "
+                               f"{info.title} has {info.shape[1]}x{info.shape[2]}.")
+        _check_labels(labels, len(images), info, lab_path, img_path)
+        out += [images[:, None], labels]
+    return tuple(out)
+
+
+def _check_labels(labels: np.ndarray, count: int, info: DatasetInfo, path: Path, images: Path) -> None:
+    if count == 0:
+        raise DatasetError(f"{images}: holds no images.")
+    if len(labels) != count:
+        raise DatasetError(f"{path}: {len(labels)} labels but {images.name} holds {count} images.")
+    if len(labels) and int(labels.max()) >= len(info.classes):
+        raise DatasetError(f"{path}: label {int(labels.max())} out of range 0..{len(info.classes) - 1}.")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches: dicts, lists and numpy arrays, nothing that can run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            return (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # how Python 3's protocol 2 writes bytes
+            return codecs.encode
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+
+
+def _read_cifar(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, ...]:
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for stem in CIFAR_FILES:
+        path = folder / stem
+        try:
+            batch = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            labels = np.asarray(batch["labels"], dtype=np.int64)
+        except FileNotFoundError:
+            raise DatasetError(f"{path} is missing; CIFAR-10 needs {', '.join(CIFAR_FILES)} "
+                               f"together in {folder}.") from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable pickle is the same refusal
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc}).") from None
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DatasetError(f"{path}: data of shape {data.shape}, expected (N, 3072).")
+        _check_labels(labels, len(data), info, path, path)  # (data and labels share the file)
+        parts[stem] = (data.reshape(-1, 3, 32, 32), labels)
+    train = [parts[s] for s in CIFAR_FILES[:-1]]
+    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
+            *parts["test_batch"])
+
+
+def _locate(name: str, root: Path, flat: bool) -> Path | None:
+    """The folder under `root` holding some of the dataset's files: torchvision's layout, or `root`
+    itself when `flat` (not for the cache, which several datasets with the same file names share)."""
+    if name == "cifar10":
+        candidates = [root / CIFAR_FOLDER] + [root] * flat
+        return next((c for c in candidates if any((c / f).is_file() for f in CIFAR_FILES)), None)
+    candidates = [root / _TORCHVISION[name] / "raw", root / _TORCHVISION[name]] + [root] * flat
+    return next((c for c in candidates if any(_idx_path(c, s) for s in IDX_FILES)), None)
+
+
+def _make(info: DatasetInfo, arrays: tuple[np.ndarray, ...], source: str) -> Dataset:
+    train_x, train_y, test_x, test_y = arrays
+    mean, std, values = [], [], np.arange(256) / 255.0
+    for c in range(train_x.shape[1]):  # exact moments from a 256-bin histogram: fast, no float copy
+        p = np.bincount(np.ascontiguousarray(train_x[:, c]).ravel(), minlength=256) / train_x[:, c].size
+        mean.append(float(p @ values))
+        std.append(float(np.sqrt(p @ (values - mean[-1]) ** 2)))
+
+    def tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.array(a, copy=True)).to(dtype)
+    return Dataset(info.name, tensor(train_x, torch.uint8), tensor(train_y, torch.int64),
+                   tensor(test_x, torch.uint8), tensor(test_y, torch.int64),
+                   info.classes, tuple(mean), tuple(std), source)
+
+
+def _load_from(info: DatasetInfo, root: Path, label: str) -> Dataset | None:
+    folder = _locate(info.name, root, flat=label != "cache")
+    if folder is None:
+        return None
+    reader = _read_cifar if info.name == "cifar10" else _read_mnist_like
+    return _make(info, reader(folder, info), f"{label} {folder}")
+
+
+def _expected(name: str) -> str:
+    if name == "cifar10":
+        return f"{', '.join(CIFAR_FILES)} in FOLDER/{CIFAR_FOLDER} or in FOLDER itself"
+    return f"{', '.join(IDX_FILES)} (plain or .gz) in FOLDER/{_TORCHVISION[name]}/raw or in FOLDER itself"
+
+
+# ---------------------------------------------------------------- always-there datasets
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = np.round(bunch.data * (255.0 / 16.0)).clip(0, 255).astype(np.uint8).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    tr_x, te_x, tr_y, te_y = train_test_split(x, y, test_size=360, stratify=y, random_state=0)
+    return _make(DATASETS["digits"], (tr_x, tr_y, te_x, te_y),
+                 f"scikit-learn digits ({len(tr_x):,} train / {len(te_x):,} test images)")
+
+
+def _load_sample(path: Path = SAMPLE_PATH) -> Dataset:
+    info = DATASETS["mnist-sample"]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = tuple(npz[k] for k in ("train_x", "train_y", "test_x", "test_y"))
+    except Exception as exc:  # noqa: BLE001 - a missing or broken sample is one refusal
+        raise DatasetError(f"{path}: bundled sample unreadable ({exc}); rebuild it with "
+                           "scripts/build_mnist_sample.py.") from None
+    for x, y in (arrays[:2], arrays[2:]):
+        if x.dtype != np.uint8 or x.shape[1:] != info.shape[1:] or len(x) != len(y) or y.max() >= 10:
+            raise DatasetError(f"{path}: bundled sample has unexpected arrays {x.shape}/{y.shape}.")
+    tr_x, tr_y, te_x, te_y = arrays
+    return _make(info, (tr_x[:, None], tr_y, te_x[:, None], te_y),
+                 f"bundled sample ({len(tr_x):,} train / {len(te_x):,} test images)")
+
+
+# ---------------------------------------------------------------- public API
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
+                 timeout: float = 5.0, progress: Progress | None = None) -> Dataset:
+    """Load `name` from `data_dir`, then the cache, then (if `download`) the network.
+
+    Broken files raise DatasetError naming the file; finding nothing raises one naming the
+    folders searched and the files expected there.
+    """
+    info = _info(name)
+    if name == "digits":
+        return _load_digits()
+    if name == "mnist-sample":
+        return _load_sample()
+    cache = default_data_dir()
+    folder = Path(data_dir).expanduser() if data_dir is not None else None
+    places = [(folder, "folder")] if folder and folder.resolve() != cache.resolve() else []
+    places.append((cache, "cache"))
+    for root, label in places:
+        if (dataset := _load_from(info, root, label)) is not None:
+            return dataset
+    if download:
+        root = download_dataset(name, places[0][0], timeout=timeout, progress=progress)
+        if (dataset := _load_from(info, root, "downloaded to")) is not None:
+            return dataset
+    searched = " or ".join(f"{label} {root}" + ("" if root.is_dir() else " (does not exist)")
+                           for root, label in places)
+    raise _NotFound(f"No {info.title} files found in {searched}. Expected {_expected(name)}. "
+                    "Put the files in a folder and pass --data-dir FOLDER, or download them "
+                    "(the download button, or download=True).")
+
+
+def load_with_fallback(name: str, data_dir: str | Path | None = None) -> tuple[Dataset, str | None]:
+    """`load_dataset(name, data_dir)`, or the bundled MNIST sample and a note saying why."""
+    info = _info(name)
+    try:
+        return load_dataset(name, data_dir), None
+    except DatasetError as exc:
+        if not info.downloadable:
+            raise
+        problem = "was not found" if isinstance(exc, _NotFound) else f"could not be read ({exc})"
+    sample = _load_sample()
+    return sample, (
+        f"The full {info.title} dataset {problem}, so the bundled MNIST sample "
+        f"({len(sample.train_y):,} train / {len(sample.test_y):,} test images) is used instead; "
+        "to use the full dataset, pass --data-dir with a folder holding its files "
+        "or press the download button.")
+
+
+def describe_source(ds: Dataset) -> str:
+    """One line for a caption: what was loaded and where it came from."""
+    c, h, w = ds.shape
+    return (f"{DATASETS[ds.name].title if ds.name in DATASETS else ds.name}: "
+            f"{len(ds.train_y):,} train / {len(ds.test_y):,} test images of {c}x{h}x{w}, "
+            f"from {ds.source}")
+
+
+def _downloads(name: str, root: Path) -> tuple[list[tuple[list[str], Path, str]], Path]:
+    """[(candidate urls, destination, md5)] from torchvision's own tables, and the folder to read."""
+    import torchvision.datasets as tvd
+
+    klass = getattr(tvd, _TORCHVISION[name])
+    if name == "cifar10":
+        return [([klass.url], root / klass.filename, klass.tgz_md5)], root
+    raw = root / _TORCHVISION[name] / "raw"
+    return [([m + f for m in klass.mirrors], raw / f, md5) for f, md5 in klass.resources], raw
+
+
+def _reachable(name: str, timeout: float) -> bool:
+    """Whether a download server of `name` takes a connection within `timeout` seconds in all."""
+    ok = threading.Event()
+
+    def probe(host: str) -> None:
+        try:
+            socket.create_connection((host, 443 if host in _HTTPS else 80), timeout=timeout).close()
+            ok.set()
+        except OSError:
+            pass
+    threads = [threading.Thread(target=probe, args=(h,), daemon=True) for h in _HOSTS[name]]
+    for t in threads:
+        t.start()
+    for t in threads:  # DNS can ignore socket timeouts: a hung probe thread is simply abandoned
+        t.join(timeout)
+        if ok.is_set():
+            return True
+    return ok.is_set()
+
+
+def _fetch(url: str, part: Path, md5: str, timeout: float, report: Progress) -> None:
+    digest = hashlib.md5()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            total, done = int(response.headers.get("Content-Length") or 0), 0
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                report(done / total if total else 0.0)
+        if digest.hexdigest() != md5:
+            raise OSError(f"checksum mismatch for {part.name}")
+    except (OSError, http.client.HTTPException):
+        part.unlink(missing_ok=True)
+        raise
+
+
+def download_dataset(name: str, data_dir: str | Path | None = None, *, timeout: float = 5.0,
+                     progress: Progress | None = None) -> Path:
+    """Download `name` with torchvision's urls and checksums into `data_dir` (default: the cache).
+
+    Fails within about `timeout` seconds when there is no network. Returns the folder to load from.
+    """
+    info = _info(name)
+    if not info.downloadable:
+        raise DatasetError(f"{info.title} is not downloadable; it is always available.")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    advice = (f"put the files ({_expected(name)}) in a folder and pass --data-dir FOLDER, "
+              f"or copy them into {default_data_dir()}")
+    if not _reachable(name, timeout):  # checked before importing torchvision, which is slow
+        raise DatasetError(f"No network: cannot reach the {info.title} download servers. "
+                           f"Download the files on a machine with internet access, then {advice}.")
+    jobs, folder = _downloads(name, root)
+    report = progress or (lambda fraction: None)
+    report(0.0)
+    parts = []  # every file lands as .part first, so a failed download leaves nothing half-there
+    for i, (urls, dest, md5) in enumerate(jobs):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        parts.append(dest.with_name(dest.name + ".part"))
+        errors = []
+        for url in urls:
+            try:
+                _fetch(url, parts[-1], md5, timeout, lambda f, i=i: report((i + f) / len(jobs)))
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{url}: {exc}")
+        else:
+            for part in parts:
+                part.unlink(missing_ok=True)
+            raise DatasetError(f"Download of {info.title} failed ({'; '.join(errors)}); {advice}.")
+    for part, (_, dest, _) in zip(parts, jobs, strict=True):
+        part.replace(dest)
+    if name == "cifar10":
+        try:
+            with tarfile.open(jobs[0][1], "r:gz") as tar:
+                tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        except (OSError, tarfile.TarError) as exc:
+            raise DatasetError(f"{jobs[0][1]}: cannot unpack ({exc}); {advice}.") from None
+        jobs[0][1].unlink()
+        folder = root / CIFAR_FOLDER
+    report(1.0)
+    return folder

@@ -1,0 +1,253 @@
+"""dlcore.data: the registry, the validating readers, the sources in order, the fallbacks."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import pickle
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlcore import data
+from dlcore.data import (
+    DATASETS,
+    DatasetError,
+    default_data_dir,
+    describe_source,
+    download_dataset,
+    load_dataset,
+    load_with_fallback,
+)
+
+REAL_MNIST = [Path("/work/shared/data/mnist"), Path(__file__).parents[2] / "shared/data/mnist"]
+rng = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Every test gets its own empty DLLAB_HOME, so the user's real cache never leaks in."""
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def write_idx(path: Path, array: np.ndarray, magic: bytes | None = None) -> Path:
+    header = magic or bytes([0, 0, 8, array.ndim])
+    raw = header + np.array(array.shape, ">u4").tobytes() + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def make_mnist(folder: Path, gz: bool = True, n_train: int = 30, n_test: int = 12) -> dict:
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test)[::-1] % 10}
+    for stem, array in arrays.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), array)
+    return arrays
+
+
+def test_registry():
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample"}
+    assert DATASETS["cifar10"].shape == (3, 32, 32) and DATASETS["cifar10"].classes[0] == "airplane"
+    assert DATASETS["fashion-mnist"].classes[-1] == "Ankle boot"
+    assert not DATASETS["digits"].downloadable and DATASETS["kmnist"].downloadable
+    with pytest.raises(DatasetError, match="Unknown dataset"):
+        load_dataset("svhn")
+
+
+def test_default_data_dir(home):
+    assert default_data_dir() == home / "data"
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("layout", ["", "MNIST/raw"])
+def test_folder_layouts(tmp_path, gz, layout):
+    arrays = make_mnist(tmp_path / "d" / layout, gz=gz)
+    ds = load_dataset("mnist", tmp_path / "d")
+    assert ds.train_x.shape == (30, 1, 28, 28) and ds.test_x.shape == (12, 1, 28, 28)
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
+    assert ds.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert ds.test_y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert torch.equal(ds.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]).byte())
+    pixels = arrays["train-images-idx3-ubyte"] / 255.0
+    assert ds.mean[0] == pytest.approx(pixels.mean()) and ds.std[0] == pytest.approx(pixels.std())
+    assert ds.source == f"folder {tmp_path / 'd' / layout}".rstrip("/")
+    assert "30 train / 12 test" in describe_source(ds).replace(",", "")
+
+
+def test_cache_and_other_torchvision_layouts(tmp_path, home):
+    make_mnist(home / "data" / "FashionMNIST" / "raw")
+    ds = load_dataset("fashion-mnist", tmp_path / "nothing-here")
+    assert ds.source.startswith("cache ") and ds.classes[0] == "T-shirt/top"
+    make_mnist(tmp_path / "k" / "KMNIST" / "raw", gz=False)
+    assert load_dataset("kmnist", tmp_path / "k").source.startswith("folder ")
+    make_mnist(home / "data")  # flat files in the cache are ambiguous (same names): not used
+    with pytest.raises(DatasetError, match="No MNIST files"):
+        load_dataset("mnist")
+
+
+def _truncate(folder: Path) -> str:
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    return path.name
+
+
+def _bad_gzip(folder: Path) -> str:
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:50])
+    return path.name
+
+
+def _wrong_magic(folder: Path) -> str:
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(30), magic=bytes([0, 0, 8, 3]))
+    return "train-labels-idx1-ubyte.gz"
+
+
+def _label_out_of_range(folder: Path) -> str:
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.full(12, 10))
+    return "t10k-labels-idx1-ubyte.gz"
+
+
+def _count_mismatch(folder: Path) -> str:
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(29))
+    return "train-labels-idx1-ubyte.gz"
+
+
+def _wrong_size(folder: Path) -> str:
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((30, 32, 32)))
+    return "train-images-idx3-ubyte.gz"
+
+
+def _missing(folder: Path) -> str:
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    return "t10k-labels-idx1-ubyte"
+
+
+@pytest.mark.parametrize("breaker", [_truncate, _bad_gzip, _wrong_magic, _label_out_of_range,
+                                     _count_mismatch, _wrong_size, _missing])
+def test_broken_files_are_refused_by_name(tmp_path, breaker):
+    make_mnist(tmp_path)
+    name = breaker(tmp_path)
+    with pytest.raises(DatasetError) as info:
+        load_dataset("mnist", tmp_path)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("sub", ["empty", "does/not/exist"])
+def test_no_files_names_the_folder_and_the_files(tmp_path, sub):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError) as info:
+        load_dataset("mnist", tmp_path / sub)
+    message = str(info.value)
+    assert str(tmp_path / sub) in message and "train-images-idx3-ubyte" in message
+    assert "--data-dir" in message
+
+
+def test_cifar_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for stem in data.CIFAR_FILES:
+        batch = {"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), "labels": [0, 3, 9, 1]}
+        if stem == "test_batch":  # keys as bytes too, as pickle.load(encoding="bytes") users write
+            batch = {k.encode(): v for k, v in batch.items()}
+        (folder / stem).write_bytes(pickle.dumps(batch, protocol=2 if stem.endswith("1") else 4))
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (4, 3, 32, 32)
+    assert len(ds.mean) == 3 and ds.train_y.tolist()[:4] == [0, 3, 9, 1]
+    assert load_dataset("cifar10", folder).source == f"folder {folder}"
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": print}))  # a global: refused
+    with pytest.raises(DatasetError, match="test_batch"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_download_without_network_fails_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match="--data-dir"):
+        download_dataset("mnist", tmp_path, timeout=3.0)
+    assert time.monotonic() - start < 15
+    assert not list(tmp_path.rglob("*-ubyte*"))
+
+
+def test_download_from_a_local_server(tmp_path, monkeypatch):
+    arrays = make_mnist(tmp_path / "served")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path / "served")
+    handler.func.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def jobs(name, root, bad=None):
+        raw = root / "MNIST" / "raw"
+        return [([url + "nope", url + f"{s}.gz"], raw / f"{s}.gz",
+                  bad or hashlib.md5((tmp_path / "served" / f"{s}.gz").read_bytes()).hexdigest())
+                 for s in data.IDX_FILES], raw
+
+    monkeypatch.setattr(data, "_reachable", lambda name, timeout: True)
+    try:
+        monkeypatch.setattr(data, "_downloads", functools.partial(jobs, bad="0" * 32))
+        with pytest.raises(DatasetError, match="checksum"):
+            download_dataset("mnist", tmp_path / "out")
+        assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+        monkeypatch.setattr(data, "_downloads", jobs)
+        seen = []
+        ds = load_dataset("mnist", tmp_path / "out", download=True, progress=seen.append)
+    finally:
+        server.shutdown()
+    assert ds.source == f"downloaded to {tmp_path / 'out' / 'MNIST' / 'raw'}"
+    assert ds.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    assert load_dataset("mnist", tmp_path / "out").source.startswith("folder ")
+
+
+def test_fallback_to_the_sample(tmp_path):
+    ds, note = load_with_fallback("mnist", tmp_path)
+    assert ds.name == "mnist-sample" and len(ds.train_y) == 10_000
+    assert "not found" in note and "--data-dir" in note and "download" in note
+    make_mnist(tmp_path, n_train=10)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(10, 12))
+    ds, note = load_with_fallback("kmnist", tmp_path)
+    assert ds.name == "mnist-sample" and "could not be read" in note
+    assert load_with_fallback("mnist-sample")[1] is None and load_with_fallback("digits")[1] is None
+
+
+def test_bundled_sample():
+    assert data.SAMPLE_PATH.is_file() and data.SAMPLE_PATH.stat().st_size < 4_000_000
+    ds = load_dataset("mnist-sample")
+    assert ds.train_x.shape == (10_000, 1, 28, 28) and ds.test_x.shape == (2_000, 1, 28, 28)
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
+    for labels, size in ((ds.train_y, 10_000), (ds.test_y, 2_000)):
+        counts = torch.bincount(labels, minlength=10)
+        assert len(counts) == 10 and counts.min() > 0.8 * size / 10 and counts.max() < 1.2 * size / 10
+    assert ds.mean[0] == pytest.approx(0.1307, abs=0.003) and ds.std[0] == pytest.approx(0.3081, abs=0.003)
+    assert ds.source == "bundled sample (10,000 train / 2,000 test images)"
+
+
+def test_digits():
+    ds = load_dataset("digits")
+    assert ds.train_x.shape == (1437, 1, 8, 8) and ds.test_x.shape == (360, 1, 8, 8)
+    assert ds.train_x.dtype == torch.uint8 and int(ds.train_x.max()) == 255
+    counts = torch.bincount(ds.test_y, minlength=10)  # stratified: 36 +- 1 of each digit
+    assert ds.num_classes == 10 and counts.min() >= 34 and counts.max() <= 38
+    assert "scikit-learn digits" in ds.source
+    assert torch.equal(load_dataset("digits").test_y, ds.test_y)  # the split is fixed
+
+
+def test_real_mnist():
+    folder = next((p for p in REAL_MNIST if p.is_dir()), None)
+    if folder is None:
+        pytest.skip("the real MNIST folder (../shared/data/mnist) is absent")
+    start = time.monotonic()
+    ds = load_dataset("mnist", folder)
+    elapsed = time.monotonic() - start
+    assert ds.train_x.shape == (60_000, 1, 28, 28) and ds.test_x.shape == (10_000, 1, 28, 28)
+    assert ds.mean[0] == pytest.approx(0.1307, abs=1e-4) and ds.std[0] == pytest.approx(0.3081, abs=1e-4)
+    assert elapsed < 10, elapsed
