@@ -1,0 +1,146 @@
+"""The app in a real browser: press Train, watch the curve grow, move a slider, see the run finish.
+
+Needs Debian's Chromium at /usr/bin/chromium and the playwright package. Where they are missing the
+test skips with the reason, except under CI (the CI variable set), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return "Debian's chromium is not installed (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install playwright)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    port = _free_port()
+    home = tmp_path_factory.mktemp("dllab-home")
+    env = {**os.environ, "DLLAB_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the Streamlit server did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+CURVE_POINTS = """() => {
+  const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  const batch = plots.filter(p => p.layout && p.layout.title &&
+                                  String(p.layout.title.text || '').includes('Training loss'));
+  return Math.max(0, ...batch.map(p => (p.data && p.data[0] && p.data[0].x) ? p.data[0].x.length : 0));
+}"""
+
+
+EPOCH_POINTS = """() => {
+  const plots = Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p =>
+      p.layout && (p.layout.annotations || []).some(a => String(a.text).includes('loss per epoch')));
+  return Math.max(0, ...plots.map(p => (p.data && p.data[0] && p.data[0].x) ? p.data[0].x.length : 0));
+}"""
+
+
+def test_train_in_the_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        try:
+            _drive(page, server)
+        finally:
+            shots = Path(os.environ.get("DLLAB_SCREENSHOT_DIR", "/tmp"))
+            page.screenshot(path=str(shots / "dllab-train.png"))
+            browser.close()
+
+
+def _drive(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_text("Train a network").wait_for(timeout=60_000)
+    page.get_by_text("535,818").wait_for(timeout=30_000)
+
+    epochs = page.locator('[data-testid="stSlider"]').filter(has_text="Epochs").get_by_role("slider")
+    epochs.focus()
+    for _ in range(5):  # 10 -> 5 epochs keeps the test short
+        page.keyboard.press("ArrowLeft")
+    page.wait_for_function("el => el.value === '5'", arg=epochs.element_handle(), timeout=30_000)
+    time.sleep(1)  # let the rerun that the slider asked for finish
+
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("samples/s").first.wait_for(timeout=60_000)
+
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len({n for n in seen if n > 0}) < 3:
+        seen.append(page.evaluate(CURVE_POINTS))
+        time.sleep(0.5)
+    counts = sorted({n for n in seen if n > 0})
+    assert len(counts) >= 3, f"the loss curve did not gain points over time: {seen}"
+
+    dropout = page.locator('[data-testid="stSlider"]').filter(has_text="Dropout").get_by_role("slider")
+    before = dropout.input_value()
+    dropout.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    deadline = time.monotonic() + 30
+    while dropout.input_value() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dropout.input_value() != before, "the Dropout slider did not move"
+    moved_at = page.evaluate(CURVE_POINTS)
+    assert page.get_by_text("Finished.").count() == 0, "the run ended before the slider moved"
+
+    page.get_by_text("Finished.").wait_for(timeout=240_000)
+    final_points = page.evaluate(CURVE_POINTS)
+    assert final_points > moved_at, "training did not go on after the slider moved"
+    assert page.evaluate(EPOCH_POINTS) == 5, "the run did not reach its last epoch"
