@@ -24,6 +24,7 @@ PAGE_FILES = [
     ("pages/baseline.py", "Random Forest baseline", "🌲"),
     ("pages/experiments.py", "Experiments", "📒"),
     ("pages/lessons.py", "Lessons", "🎓"),
+    ("pages/draw.py", "Try it yourself", "✏️"),
 ]
 PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
          for i, (path, title, icon) in enumerate(PAGE_FILES) if (HERE / path).exists()]
