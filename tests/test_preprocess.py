@@ -1,0 +1,228 @@
+"""dlcore.preprocess: drawings and uploads turned into MNIST images, and refusals of bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dlcore.config import PRESETS
+from dlcore.data import load_dataset
+from dlcore.inspection import view_from_result
+from dlcore.preprocess import (
+    ImageError,
+    accepts_shape,
+    canvas_to_mnist,
+    decode_image,
+    image_to_png,
+    predict,
+    to_mnist,
+)
+from dlcore.train import train
+
+
+def ink_box(image: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    w = image.astype(np.float64)
+    return (float((w.sum(1) * np.arange(w.shape[0])).sum() / w.sum()),
+            float((w.sum(0) * np.arange(w.shape[1])).sum() / w.sum()))
+
+
+def stroke_image(shape=(200, 300), kind="ring", white_on_black=True) -> np.ndarray:
+    """A thick stroke drawn off-centre, antialiased-free, like a canvas drawing."""
+    h, w = shape
+    image = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(image)
+    if kind == "ring":
+        draw.ellipse((30, 20, 130, 170), outline=255, width=16)
+    elif kind == "line":
+        draw.line((40, 30, 120, 180), fill=255, width=18)
+    else:  # a "7": two strokes, lopsided mass
+        draw.line((180, 40, 280, 40), fill=255, width=14)
+        draw.line((280, 40, 210, 190), fill=255, width=14)
+    array = np.asarray(image, dtype=np.uint8)
+    return array if white_on_black else 255 - array
+
+
+def png(array: np.ndarray) -> bytes:
+    return image_to_png(array)
+
+
+@pytest.mark.parametrize("kind", ["ring", "line", "seven"])
+def test_stroke_is_boxed_to_20_and_centred_by_mass(kind):
+    out = to_mnist(stroke_image(kind=kind))
+    assert out.dtype == torch.uint8 and out.shape == (1, 28, 28)
+    image = out[0].numpy()
+    assert max(ink_box(image)) in (19, 20, 21)
+    r, c = centre_of_mass(image)
+    assert abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5, (r, c)
+    assert image.max() >= 250  # the stroke keeps full ink
+
+
+def test_thin_and_tall_keeps_its_aspect_ratio():
+    image = np.zeros((200, 300), np.uint8)
+    image[20:180, 140:160] = 255  # a "1": 160 tall, 20 wide
+    out = to_mnist(image)[0].numpy()
+    h, w = ink_box(out)
+    assert h in (19, 20, 21) and 2 <= w <= 4
+    r, c = centre_of_mass(out)
+    assert abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5
+
+
+@pytest.mark.parametrize("kind", ["ring", "line", "seven"])
+def test_polarity_does_not_matter(kind):
+    white = to_mnist(stroke_image(kind=kind, white_on_black=True))
+    black = to_mnist(stroke_image(kind=kind, white_on_black=False))
+    assert (white.int() - black.int()).abs().max() <= 1
+
+
+def test_upload_and_rgb_and_canvas_paths_agree():
+    grey = stroke_image(kind="seven", white_on_black=False)
+    expected = to_mnist(grey)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    assert torch.equal(to_mnist(decode_image(png(rgb))), expected)
+    jpeg = io.BytesIO()
+    Image.fromarray(grey).save(jpeg, format="JPEG", quality=90)
+    from_jpeg = to_mnist(decode_image(jpeg.getvalue()))
+    assert (from_jpeg.float() - expected.float()).abs().mean() < 3
+    # the canvas: a white stroke on a transparent background (RGB of transparent pixels is black)
+    ink = 255 - grey
+    rgba = np.zeros(grey.shape + (4,), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 255, ink
+    assert (canvas_to_mnist(rgba).int() - expected.int()).abs().max() <= 1
+    # ... and on an opaque black background
+    opaque = np.dstack([ink, ink, ink, np.full_like(ink, 255)])
+    assert (canvas_to_mnist(opaque).int() - expected.int()).abs().max() <= 1
+    # a dark digit on a transparent background, as image editors save it, is not lost
+    dark = np.zeros(grey.shape + (4,), np.uint8)
+    dark[..., 3] = ink
+    assert (to_mnist(decode_image(png(dark))).int() - expected.int()).abs().max() <= 1
+
+
+def test_photo_like_grey_paper_with_noise():
+    rng = np.random.default_rng(0)
+    paper = 190 + rng.normal(0, 6, (240, 320))
+    ink = stroke_image((240, 320), kind="ring") / 255.0
+    photo = np.clip(paper * (1 - 0.75 * ink), 0, 255).astype(np.uint8)  # dark ink, grey paper
+    out = to_mnist(photo)[0].numpy()
+    assert max(ink_box(out)) in (19, 20, 21)
+    r, c = centre_of_mass(out)
+    assert abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5
+    clean = to_mnist(stroke_image((240, 320), kind="ring"))[0].numpy().astype(float)
+    assert np.corrcoef(out.ravel(), clean.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((280, 280), np.uint8),
+    np.full((280, 280), 255, np.uint8),
+    np.full((50, 60, 3), 128, np.uint8),
+    np.zeros((280, 280, 4), np.uint8),  # an untouched transparent canvas
+])
+def test_empty_drawing_is_refused(image):
+    with pytest.raises(ImageError, match="empty"):
+        to_mnist(image) if image.ndim != 3 or image.shape[2] != 4 else canvas_to_mnist(image)
+
+
+def test_faint_noise_alone_is_empty():
+    rng = np.random.default_rng(1)
+    with pytest.raises(ImageError, match="empty"):
+        to_mnist(rng.integers(0, 10, (100, 100)).astype(np.uint8))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height but holds one tiny data chunk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (np.random.default_rng(2).integers(0, 256, 5000).astype(np.uint8).tobytes(), "not an image"),
+    (b"Dear teacher,\nthis is my homework: a seven.\n" * 20, "not an image"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),
+], ids=["empty", "random-bytes", "text", "postscript"])
+def test_not_an_image_is_refused(data, message):
+    with pytest.raises(ImageError, match=message):
+        decode_image(data)
+
+
+def test_truncated_png_is_refused():
+    data = png(stroke_image())
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_too_many_bytes_is_refused():
+    data = png(np.random.default_rng(3).integers(0, 256, (400, 400)).astype(np.uint8))
+    assert len(data) > 100_000
+    with pytest.raises(ImageError, match="too large.*limit is 0.1 MB"):
+        decode_image(data, max_bytes=100_000)
+
+
+def test_too_many_declared_pixels_is_refused_before_decoding():
+    with pytest.raises(ImageError, match="too large: 9000x9000 pixels"):
+        decode_image(_png_header_only(9000, 9000))
+    with pytest.raises(ImageError, match="too large: 300x200 pixels"):
+        decode_image(png(stroke_image()), max_pixels=10_000)
+    # beyond PIL's own decompression-bomb limit, whatever our limit says
+    with pytest.raises(ImageError, match="too large: its header declares more pixels"):
+        decode_image(_png_header_only(60000, 60000), max_pixels=10**10)
+
+
+def test_decode_gives_grey_or_rgba():
+    assert decode_image(png(stroke_image())).shape == (200, 300)
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    assert decode_image(png(rgb)).shape == (10, 12)
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    assert decode_image(png(rgba)).shape == (10, 12, 4)
+    sixteen = io.BytesIO()
+    Image.fromarray(stroke_image().astype(np.uint16) * 257).save(sixteen, format="PNG")
+    assert torch.equal(to_mnist(decode_image(sixteen.getvalue())), to_mnist(stroke_image()))
+
+
+def test_accepts_only_28x28_grey():
+    assert accepts_shape((1, 28, 28))
+    assert not accepts_shape((3, 32, 32)) and not accepts_shape((1, 8, 8))
+
+
+@pytest.fixture
+def one_thread():
+    """Two cores shared with other jobs: one torch thread trains faster than two fighting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_upload_path_classifies_as_well_as_raw_tensors(capsys, one_thread):
+    dataset = load_dataset("mnist-sample")
+    config = PRESETS["seed"].replace(**{"train.epochs": 1, "train.dataset": "mnist-sample",
+                                        "train.device": "cpu"})
+    result = train(config, dataset)
+    view = view_from_result(result, dataset)
+    images, labels = dataset.test_x[:300], dataset.test_y[:300].numpy()
+    raw = predict(view.model, view.model_input, images).argmax(1)
+    uploaded = torch.stack([to_mnist(decode_image(image_to_png(im[0].numpy()))) for im in images])
+    assert uploaded.shape == images.shape and uploaded.dtype == torch.uint8
+    through = predict(view.model, view.model_input, uploaded).argmax(1)
+    raw_acc, upload_acc = (raw == labels).mean(), (through == labels).mean()
+    with capsys.disabled():
+        print(f"\n[mnist-sample, 300 test images] raw tensors {raw_acc:.1%}, "
+              f"upload path (PNG, decode, to_mnist) {upload_acc:.1%}")
+    assert raw_acc > 0.85
+    assert abs(raw_acc - upload_acc) <= 0.02
+    one = predict(view.model, view.model_input, uploaded[0])
+    assert one.shape == (10,) and abs(one.sum() - 1) < 1e-5
