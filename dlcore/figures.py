@@ -93,3 +93,86 @@ def probability_bars(probabilities: Sequence[float], classes: Sequence[str], tit
     fig.update_layout(title=title, height=260, yaxis_range=[0, 1], margin=dict(t=30, b=30, l=40, r=10))
     fig.update_xaxes(type="category")
     return fig
+
+
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+              "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure:
+    """Several runs' curves on one figure: accuracy per epoch (left) and loss per epoch (right),
+    one trace per run and panel, named by the run's label. `overlay` has columns run, epoch and
+    <split>_acc / <split>_loss (dlcore.history.overlay_frame)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{split} accuracy per epoch",
+                                                        f"{split} loss per epoch"))
+    for i, (run_id, label) in enumerate(labels.items()):
+        rows = overlay[overlay["run"] == run_id]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        for col, metric in ((1, "acc"), (2, "loss")):
+            values = [None if v != v else float(v) for v in rows[f"{split}_{metric}"]]
+            fig.add_trace(go.Scatter(x=[int(e) for e in rows["epoch"]], y=values, mode="lines+markers",
+                                     name=label, legendgroup=f"run-{run_id}", showlegend=col == 1,
+                                     line=dict(color=color), meta=[int(run_id), metric]),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=2)
+    fig.update_layout(height=360, margin=dict(t=40, b=30, l=50, r=10), uirevision="overlay")
+    return fig
+
+
+def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False) -> go.Figure:
+    """One point per run: `field` (x) against final test accuracy (y); selected runs highlighted.
+    `frame` has columns label, x, test_acc, selected (dlcore.history.scatter_data)."""
+    fig = go.Figure()
+    for selected, name, marker in (
+            (False, "other runs", dict(color="#b0b7c3", size=9)),
+            (True, "selected runs", dict(color="#d62728", size=13, line=dict(color="black", width=1)))):
+        rows = frame[frame["selected"] == selected]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rows["x"].tolist(), y=rows["test_acc"].astype(float).tolist(), mode="markers",
+            name=name, marker=marker, text=rows["label"].tolist(),
+            hovertemplate=f"%{{text}}<br>{field}: %{{x}}<br>test accuracy: %{{y:.2%}}<extra></extra>"))
+    fig.update_xaxes(title_text=field, type="log" if log_x else ("linear" if numeric else "category"))
+    if not numeric:
+        fig.update_xaxes(categoryorder="category ascending")
+    fig.update_yaxes(title_text="final test accuracy", tickformat=".0%")
+    fig.update_layout(height=360, margin=dict(t=30, b=40, l=50, r=10), uirevision=f"scatter-{field}")
+    return fig
+
+
+def grouped_bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str = "",
+                       yaxis_title: str = "", yaxis_range: Sequence[float] | None = None
+                       ) -> go.Figure:
+    """Bars side by side per category, one colour per series (e.g. per-class accuracy of two models)."""
+    fig = go.Figure([go.Bar(x=list(categories), y=list(values), name=name)
+                     for name, values in series.items()])
+    fig.update_layout(title=title, barmode="group", height=340, yaxis_title=yaxis_title,
+                      margin=dict(t=40, b=30, l=40, r=10), legend=dict(orientation="h", y=-0.15))
+    if yaxis_range is not None:
+        fig.update_yaxes(range=list(yaxis_range))
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def ranked_bar_figure(names: Sequence[str], values: Sequence[float], title: str = "",
+                      xaxis_title: str = "") -> go.Figure:
+    """Horizontal bars, the first name on top (e.g. the most important features)."""
+    fig = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h"))
+    fig.update_layout(title=title, height=max(260, 22 * len(names) + 60), xaxis_title=xaxis_title,
+                      margin=dict(t=30, b=30, l=10, r=10))
+    fig.update_yaxes(type="category", autorange="reversed")
+    return fig
+
+
+def log_x_lines_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str = "",
+                       xaxis_title: str = "", yaxis_title: str = "") -> go.Figure:
+    """Lines with markers against a log-scale x (e.g. test accuracy against training-set size)."""
+    fig = go.Figure([go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name)
+                     for name, values in series.items()])
+    fig.update_layout(title=title, height=360, xaxis_title=xaxis_title, yaxis_title=yaxis_title,
+                      margin=dict(t=40, b=40, l=50, r=10))
+    fig.update_xaxes(type="log")
+    return fig

@@ -1,0 +1,279 @@
+"""Experiments: every recorded run (shared by all sessions), filters, overlaid curves, a config
+scatter, a leaderboard, and per-run rename / tags / delete / downloads / Open."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dlcore import history
+from dlcore.figures import config_scatter_figure, runs_overlay_figure
+from dlcore.store import STATUSES, StoreError
+from pages import common
+
+S = st.session_state
+KEEP = dict(persist_state="session")
+FLASH = "experiments._flash"
+PENDING_DELETE = "experiments._pending_delete"
+SPLITS = {"test": "evaluation (test set)", "val": "validation split", "train": "training set"}
+
+
+def flash(kind: str, text: str) -> None:
+    S[FLASH] = (kind, text)
+
+
+def show_flash() -> None:
+    kind, text = S.pop(FLASH, (None, None))
+    if kind is not None:
+        getattr(st, kind)(text)
+
+
+# Callbacks: they run before the script, so the table drawn afterwards already shows the change.
+
+def do_rename(run_id: int) -> None:
+    name = str(S.get("experiments.name", "")).strip()
+    try:
+        common.store().rename(run_id, name or None)
+    except StoreError as exc:
+        flash("error", f"Could not rename run {run_id}: {exc}")
+    else:
+        flash("success", f"Run {run_id} renamed to “{name}”." if name else f"Run {run_id}'s name cleared.")
+
+
+def do_tags(run_id: int) -> None:
+    tags = history.split_tags(S.get("experiments.tags", ""))
+    try:
+        common.store().set_tags(run_id, tags)
+    except StoreError as exc:
+        flash("error", f"Could not tag run {run_id}: {exc}")
+    else:
+        S["experiments.tags"] = ", ".join(tags)
+        flash("success", f"Run {run_id} tagged: {', '.join(tags)}." if tags
+              else f"Run {run_id}'s tags cleared.")
+
+
+def ask_delete(run_id: int) -> None:
+    S[PENDING_DELETE] = run_id
+
+
+def cancel_delete() -> None:
+    S.pop(PENDING_DELETE, None)
+
+
+def do_delete(run_id: int) -> None:
+    S.pop(PENDING_DELETE, None)
+    try:
+        common.store().delete(run_id)
+    except StoreError as exc:
+        flash("error", f"Could not delete run {run_id}: {exc}")
+        return
+    S["experiments.compare"] = [i for i in S.get("experiments.compare", []) if i != run_id]
+    if S.get("opened_run") == run_id:
+        S.pop("opened_run", None)
+    flash("success", f"Run {run_id} deleted, with its epochs and weights.")
+
+
+def do_open(run_id: int) -> None:
+    S["opened_run"] = run_id
+    flash("success", f"Run {run_id} is open: the Learned features, Errors and Baseline pages now "
+                     "show it.")
+
+
+def close_run() -> None:
+    S.pop("opened_run", None)
+
+
+def opened_line(labels: dict[int, str]) -> None:
+    opened = S.get("opened_run")
+    if opened is None:
+        return
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.info(f"Open: run **{labels.get(opened, f'#{opened}')}**. The Learned features, Errors and "
+            "Baseline pages show it instead of your latest training.")
+    c2.button("Back to the latest training", key="experiments.close", on_click=close_run)
+
+
+def filters(runs) -> None:
+    c1, c2, c3 = st.columns([2, 2, 2])
+    c1.text_input("Filter by name, tags or dataset", key="experiments.filter", max_chars=200,
+                  placeholder="e.g. dropout, mnist, #12", **KEEP)
+    c2.multiselect("Status", STATUSES, key="experiments.status", placeholder="any status", **KEEP)
+    tags = history.all_tags(runs)
+    S["experiments.tag_filter"] = [t for t in S.get("experiments.tag_filter", []) if t in tags]
+    c3.multiselect("Tags (runs with all of them)", tags, key="experiments.tag_filter",
+                   placeholder="any tags", **KEEP)
+
+
+def leaderboard_panel(runs) -> None:
+    board = history.leaderboard(runs)
+    st.subheader("Leaderboard")
+    st.caption("Best final test accuracy per dataset, over every run on this server.")
+    if board.empty:
+        st.caption("No finished run yet.")
+        return
+    st.dataframe(board, hide_index=True, key="experiments.leaderboard",
+                 column_config={"best_test_acc": st.column_config.NumberColumn(
+                     "best test accuracy", format="percent")})
+
+
+def overlay_section(selected: list[int], labels: dict[int, str]) -> None:
+    st.subheader("Curves of the selected runs")
+    if not selected:
+        st.caption("Select runs in the table (tick their rows) or under **Compare** to overlay their "
+                   "curves here.")
+        return
+    st.radio("Curves of", list(SPLITS), key="experiments.split", format_func=SPLITS.get,
+             horizontal=True, **KEEP)
+    split = S.get("experiments.split", "test")
+    overlay = history.overlay_frame(common.store(), selected)
+    if overlay[[f"{split}_acc", f"{split}_loss"]].isna().all().all():
+        st.caption(f"The selected runs recorded no {SPLITS[split]} metrics yet"
+                   + (" (a validation split needs early stopping)." if split == "val" else "."))
+        return
+    st.plotly_chart(runs_overlay_figure(overlay, {i: labels[i] for i in selected}, split),
+                    key="experiments.overlay")
+
+
+def scatter_section(shown, selected: list[int]) -> None:
+    st.subheader("A setting against final test accuracy")
+    fields = history.scatter_fields(shown)
+    if not fields:
+        st.caption("No run with a config to plot.")
+        return
+    differing = history.differing_config_columns(shown)
+    default = next((f for f in (*differing, "train.lr") if f in fields), fields[0])
+    if S.get("experiments.x") not in fields:
+        S["experiments.x"] = default
+    st.selectbox("Setting on the x axis", fields, key="experiments.x", **KEEP)
+    data = history.scatter_data(shown, S["experiments.x"], selected)
+    if data.frame.empty:
+        st.caption("No shown run has a final test accuracy yet.")
+    st.plotly_chart(config_scatter_figure(data.frame, data.field, data.numeric, data.log_x),
+                    key="experiments.scatter")
+    st.caption("Every shown run with a final test accuracy is a point; the selected runs are red.")
+
+
+def sync_run_inputs(run: dict) -> None:
+    """The name and tags inputs start from the chosen run's values (again when the run changes)."""
+    if S.get("experiments._inputs_for") != run["id"]:
+        S["experiments._inputs_for"] = run["id"]
+        S["experiments.name"] = run.get("name") or ""
+        S["experiments.tags"] = ", ".join(run.get("tags") or [])
+
+
+def actions_section(selected: list[int], labels: dict[int, str]) -> None:
+    st.subheader("Manage a run")
+    if not selected:
+        st.caption("Select a run to rename, tag, delete, download or open it.")
+        return
+    if S.get("experiments.target") not in selected:
+        S["experiments.target"] = selected[0]
+    target = st.selectbox("Run", selected, key="experiments.target", format_func=labels.get)
+    store = common.store()
+    try:
+        run = store.get_run(target)
+    except StoreError as exc:
+        st.warning(f"Run {target} is no longer in the history ({exc}).")
+        return
+    sync_run_inputs(run)
+    running = run["status"] == "running"
+    if running:
+        st.caption("⏳ This run is still training (in this or another session).")
+    elif run.get("message"):
+        st.caption(f"Status **{run['status']}**: {run['message']}")
+
+    c1, c2 = st.columns(2)
+    with c1:
+        st.text_input("Name", key="experiments.name", max_chars=80)
+        st.button("Rename", key="experiments.rename", on_click=do_rename, args=(target,))
+    with c2:
+        st.text_input("Tags (comma-separated)", key="experiments.tags", max_chars=300)
+        st.button("Save tags", key="experiments.set_tags", on_click=do_tags, args=(target,))
+
+    weights = store.weights_path(target)
+    d1, d2, d3, d4 = st.columns(4)
+    d1.button("Open", key="experiments.open", on_click=do_open, args=(target,), type="primary",
+              disabled=weights is None or S.get("opened_run") == target,
+              help="Show this run on the Learned features, Errors and Baseline pages."
+              if weights is not None else "This run has no saved weights to open.")
+    if weights is not None:
+        d2.download_button("Weights (.pt)", data=lambda: weights.read_bytes(),
+                           file_name=f"run-{target}.pt", mime="application/octet-stream",
+                           key="experiments.weights", on_click="ignore")
+    else:
+        d2.caption("No weights saved" + (" yet." if running else "."))
+    d3.download_button("Config (JSON)", data=history.config_json(store, target),
+                       file_name=f"run-{target}-config.json", mime="application/json",
+                       key="experiments.config_json", on_click="ignore")
+    d4.button("Delete…", key="experiments.delete", on_click=ask_delete, args=(target,),
+              disabled=running, help="A running run cannot be deleted; stop it first."
+              if running else "Delete this run, its epochs and its weights (asks first).")
+    if S.get(PENDING_DELETE) == target and not running:
+        st.warning(f"Delete run **{labels[target]}** with all its epochs and weights? This cannot be "
+                   "undone.")
+        y, n, _ = st.columns([1, 1, 3])
+        y.button("Yes, delete it", key="experiments.confirm_delete", type="primary",
+                 on_click=do_delete, args=(target,))
+        n.button("Cancel", key="experiments.cancel_delete", on_click=cancel_delete)
+
+
+st.title("Experiments")
+try:
+    store = common.store()
+    runs = store.list_runs()
+except Exception as exc:  # a locked, unreadable or newer history: say so, change nothing
+    st.error(f"The run history cannot be read: {exc}")
+    st.stop()
+if store.notice:
+    st.warning(store.notice)
+show_flash()
+labels = history.run_labels(runs)
+opened_line(labels)
+if runs.empty:
+    st.info("No runs yet. Train a network on the **Train** page: every run is recorded here "
+            "automatically, and all sessions on this server share the history.")
+    st.stop()
+
+main, side = st.columns([5, 2])
+with side:
+    leaderboard_panel(runs)
+    st.download_button("Export all runs (CSV)", data=lambda: history.export_csv_bytes(store),
+                       file_name="dllab-runs.csv", mime="text/csv", key="experiments.csv",
+                       on_click="ignore", help="Every run and every epoch, one row per (run, epoch).")
+
+with main:
+    filters(runs)
+    shown = history.filter_runs(runs, S.get("experiments.filter", ""),
+                                S.get("experiments.status", []), S.get("experiments.tag_filter", []))
+    table_state = S.get("experiments.table")
+    rows = table_state.get("selection", {}).get("rows", []) if table_state else []
+    table_ids = history.ids_from_table_rows(shown, rows)
+    S["experiments.compare"] = [i for i in S.get("experiments.compare", []) if i in labels]
+    selected = history.union_selection(table_ids, S["experiments.compare"], labels)
+    columns = history.table_config_columns(runs, shown, selected)
+
+    busy = history.running_count(runs)
+    st.caption(f"{len(shown)} of {len(runs)} runs shown" + (f"; {busy} still training" if busy else "")
+               + ", oldest first (click a column header to sort). Config columns: only the settings "
+               + "that differ "
+               + ("among the selected runs." if len(selected) >= 2 else "among the shown runs."))
+    if shown.empty:
+        st.info("No run matches the filter.")
+    st.dataframe(history.table_frame(shown, columns), hide_index=True, key="experiments.table",
+                 on_select="rerun", selection_mode="multi-row",
+                 column_config={
+                     "id": st.column_config.NumberColumn("run", format="#%d"),
+                     "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
+                     "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
+                     "test_loss": st.column_config.NumberColumn("test loss", format="%.4f"),
+                     "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
+                 })
+    st.multiselect("Compare (also selects runs, like ticking their rows)", list(labels),
+                   key="experiments.compare", format_func=labels.get, placeholder="choose runs",
+                   **KEEP)
+
+left, right = st.columns(2)
+with left:
+    overlay_section(selected, labels)
+with right:
+    scatter_section(shown, selected)
+actions_section(selected, labels)

@@ -1,0 +1,191 @@
+"""dlcore.history: the Experiments page's computations over RunStore frames."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlcore import history
+from dlcore.config import RunConfig
+from dlcore.figures import config_scatter_figure, runs_overlay_figure
+from dlcore.store import RunStore
+
+
+def record(store: RunStore, config: RunConfig, accs=(0.5, 0.7), *, dataset="mnist-sample",
+           name=None, status="finished", tags=()) -> int:
+    run_id = store.start_run(config.to_dict(), dataset=dataset, device="cpu", name=name)
+    for epoch, acc in enumerate(accs, start=1):
+        store.add_epoch(run_id, {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": acc - 0.05,
+                                 "val_loss": None, "val_acc": None, "test_loss": 2.0 / epoch,
+                                 "test_acc": acc, "seconds": 0.1})
+    if status != "running":
+        store.finish_run(run_id, status, metrics={"test_acc": accs[-1], "test_loss": 0.3})
+    if tags:
+        store.set_tags(run_id, list(tags))
+    return run_id
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    return RunStore(tmp_path)
+
+
+def test_two_runs_differing_only_in_lr(store):
+    base = RunConfig()
+    a = record(store, base)
+    b = record(store, base.replace(**{"train.lr": 0.01}))
+    runs = store.list_runs()
+    assert history.differing_config_columns(runs, [a, b]) == ["train.lr"]
+    assert history.differing_config_columns(runs, []) == ["train.lr"]  # none selected: all runs
+    assert history.differing_config_columns(runs, [a]) == ["train.lr"]  # one alone: all runs
+
+
+def test_differing_columns_among_selected_only(store):
+    base = RunConfig()
+    a = record(store, base)
+    b = record(store, base.replace(**{"train.lr": 0.01}))
+    c = record(store, base.replace(**{"model.hidden": (64,), "model.dropout": 0.5}))
+    runs = store.list_runs()
+    assert history.differing_config_columns(runs, [a, c]) == ["model.hidden", "model.dropout"]
+    assert history.differing_config_columns(runs, [a, b, c]) == ["model.hidden", "model.dropout",
+                                                                 "train.lr"]
+    assert history.differing_config_columns(runs, [a, 999]) == history.differing_config_columns(runs)
+    assert history.differing_config_columns(runs.iloc[:1]) == []
+    shown = runs[runs["id"].isin([a, c])]
+    assert history.table_config_columns(runs, shown, [a, b]) == ["train.lr"]  # b is filtered out
+    assert history.table_config_columns(runs, shown, [b]) == ["model.hidden", "model.dropout"]
+    assert history.differing_config_columns(runs.iloc[:0]) == []
+
+
+def test_differing_treats_nan_and_equal_numbers_alike():
+    frame = pd.DataFrame({"id": [1, 2, 3], "train.lr": [0.1, 0.1, 0.1],
+                          "train.x": [np.nan, None, np.nan], "model.w": [64, 64.0, 64],
+                          "model.h": [(1, 2), (1, 2), (1, 3)], "test_acc": [0.1, 0.2, 0.3]})
+    assert history.differing_config_columns(frame) == ["model.h"]
+
+
+def test_overlay_frame_equals_stored_epochs(store):
+    a = record(store, RunConfig(), accs=(0.5, 0.6, 0.8))
+    b = record(store, RunConfig().replace(**{"train.lr": 0.01}), accs=(0.3, 0.4))
+    frame = history.overlay_frame(store, [a, b, 12345])
+    assert list(frame.columns) == list(history.OVERLAY_COLUMNS)
+    assert list(frame["run"]) == [a, a, a, b, b]
+    for run_id in (a, b):
+        stored = store.epochs(run_id)
+        mine = frame[frame["run"] == run_id].reset_index(drop=True)
+        for column in history.OVERLAY_COLUMNS[1:]:
+            pd.testing.assert_series_equal(mine[column], stored[column], check_names=False,
+                                           check_dtype=False)
+    empty = history.overlay_frame(store, [])
+    assert empty.empty and list(empty.columns) == list(history.OVERLAY_COLUMNS)
+
+
+def test_overlay_figure_has_one_trace_per_run_and_panel(store):
+    a = record(store, RunConfig(), accs=(0.5, 0.6))
+    b = record(store, RunConfig().replace(**{"train.lr": 0.01}), accs=(0.3, 0.4))
+    labels = history.run_labels(store.list_runs())
+    fig = runs_overlay_figure(history.overlay_frame(store, [a, b]), {a: labels[a], b: labels[b]})
+    acc = [t for t in fig.data if t.meta[1] == "acc"]
+    assert [t.name for t in acc] == [labels[a], labels[b]]
+    assert [list(t.y) for t in acc] == [[0.5, 0.6], [0.3, 0.4]]
+    assert len(fig.data) == 4
+
+
+def test_filters(store):
+    a = record(store, RunConfig(), name="Dropout sweep", tags=("sweep", "week1"))
+    b = record(store, RunConfig(), dataset="digits", status="diverged", tags=("week1",))
+    c = record(store, RunConfig(), accs=(0.2,), status="running")
+    runs = store.list_runs()
+
+    def ids(frame):
+        return sorted(frame["id"])
+
+    assert ids(history.filter_runs(runs)) == [a, b, c]
+    assert ids(history.filter_runs(runs, "dropout")) == [a]
+    assert ids(history.filter_runs(runs, "  SWEEP ")) == [a]
+    assert ids(history.filter_runs(runs, "digits")) == [b]
+    assert ids(history.filter_runs(runs, f"#{c}")) == [c]
+    assert ids(history.filter_runs(runs, "no such thing")) == []
+    assert ids(history.filter_runs(runs, "(", ["running"])) == []  # no regex
+    assert ids(history.filter_runs(runs, statuses=["running"])) == [c]
+    assert ids(history.filter_runs(runs, statuses=["finished", "diverged"])) == [a, b]
+    assert ids(history.filter_runs(runs, tags=["week1"])) == [a, b]
+    assert ids(history.filter_runs(runs, tags=["week1", "sweep"])) == [a]
+    assert ids(history.filter_runs(runs, "week1", ["diverged"])) == [b]
+    assert history.filter_runs(runs.iloc[:0], "x", ["running"], ["t"]).empty
+    assert history.all_tags(runs) == ["sweep", "week1"]
+
+
+def test_labels_tags_and_selection(store):
+    a = record(store, RunConfig(), name="  first ")
+    b = record(store, RunConfig())
+    runs = store.list_runs()
+    labels = history.run_labels(runs)
+    assert labels[a] == f"#{a} first"
+    assert labels[b] == f"#{b} mlp on mnist-sample"
+    assert history.split_tags(" a, b,,a ,") == ["a", "b"]
+    assert history.split_tags(None) == []
+    shown = history.filter_runs(runs)
+    assert list(shown["id"]) == [a, b]  # oldest first: a new run is appended, rows keep their runs
+    assert history.ids_from_table_rows(shown, [1, 0, 7, "x"]) == [b, a]  # stale rows dropped
+    assert history.union_selection([b], [a, b, 99], labels) == [b, a]
+
+
+def test_table_frame_writes_tuples_and_keeps_numbers(store):
+    record(store, RunConfig())
+    record(store, RunConfig().replace(**{"model.hidden": (), "train.lr": 0.01}))
+    runs = store.list_runs()
+    frame = history.table_frame(runs, ["model.hidden", "train.lr"])
+    after = list(frame.columns).index("test_acc")
+    assert list(frame.columns[after + 1:after + 3]) == ["model.hidden", "train.lr"]
+    assert list(frame["name"]) == ["", ""] and len(frame.columns) == len(set(frame.columns))
+    assert list(frame["model.hidden"]) == ["(none)", "512, 256"]
+    assert list(frame["train.lr"]) == [0.01, 0.001]
+    assert {"id", "name", "status", "test_acc"} <= set(frame.columns)
+
+
+def test_scatter_data_numeric_log_and_categorical(store):
+    a = record(store, RunConfig(), accs=(0.9,))
+    b = record(store, RunConfig().replace(**{"train.lr": 0.1, "model.hidden": (64,)}), accs=(0.5,))
+    record(store, RunConfig(), accs=(0.1,), status="running")  # no final accuracy: not plotted
+    runs = store.list_runs()
+    data = history.scatter_data(runs, "train.lr", [a])
+    assert data.numeric and data.log_x
+    assert sorted(zip(data.frame["id"], data.frame["x"], data.frame["test_acc"],
+                      data.frame["selected"], strict=True)) == [(a, 0.001, 0.9, True),
+                                                                 (b, 0.1, 0.5, False)]
+    cat = history.scatter_data(runs, "model.hidden")
+    assert not cat.numeric and sorted(cat.frame["x"]) == ["512, 256", "64"]
+    flag = history.scatter_data(runs, "train.augment")
+    assert not flag.numeric and set(flag.frame["x"]) == {"False"}
+    fig = config_scatter_figure(data.frame, data.field, data.numeric, data.log_x)
+    assert fig.layout.xaxis.type == "log"
+    assert [t.name for t in fig.data] == ["other runs", "selected runs"]
+    assert "train.lr" in history.scatter_fields(runs) and "params" in history.scatter_fields(runs)
+
+
+def test_leaderboard_best_per_dataset(store):
+    record(store, RunConfig(), accs=(0.7,), name="ok")
+    best = record(store, RunConfig(), accs=(0.9,), name="best")
+    record(store, RunConfig(), accs=(0.95,), status="running")  # not final: ignored
+    record(store, RunConfig(), accs=(0.4,), dataset="digits")
+    board = history.leaderboard(store.list_runs())
+    assert list(board["dataset"]) == ["mnist-sample", "digits"]
+    assert board.iloc[0].to_dict() == {"dataset": "mnist-sample", "best_test_acc": 0.9,
+                                       "run": f"#{best} best", "runs": 2}
+    assert history.leaderboard(store.list_runs().iloc[:0]).empty
+
+
+def test_config_json_and_csv_export(store):
+    config = RunConfig().replace(**{"train.lr": 0.01, "model.hidden": (64, 32)})
+    a = record(store, config, accs=(0.5, 0.6))
+    record(store, RunConfig(), accs=(0.1,), status="running")
+    assert RunConfig.from_dict(json.loads(history.config_json(store, a))) == config
+    table = pd.read_csv(io.BytesIO(history.export_csv_bytes(store)))
+    assert len(table) == 3 and list(table[table["run_id"] == a]["test_acc"]) == [0.5, 0.6]
+    assert history.running_count(store.list_runs()) == 1
+    assert history.percent(0.98123) == "98.12%" and history.percent(None) == "—"

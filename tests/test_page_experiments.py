@@ -1,0 +1,210 @@
+"""AppTest: the Experiments page over runs recorded the way a learner makes them (Train page,
+bundled MNIST sample), and over an empty history."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dlcore.config import RunConfig
+from dlcore.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGE = "pages/experiments.py"
+
+
+def by_key(at: AppTest, kind: str, key: str):
+    found = [e for e in at.get(kind) if getattr(e.proto, "id", "").endswith(f"-{key}")]
+    assert len(found) == 1, f"no single {kind} with key {key}"
+    return found[0]
+
+
+def chart_data(at: AppTest, key: str) -> list[dict]:
+    return json.loads(by_key(at, "plotly_chart", key).proto.spec)["data"]
+
+
+def array(value) -> np.ndarray:
+    """A plotly JSON array: a plain list, or plotly 6's base64 typed array."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).astype(float)
+    return np.array(value, dtype=float)
+
+
+def table(at: AppTest):
+    return by_key(at, "dataframe", "experiments.table").value
+
+
+def train_click(at: AppTest) -> None:
+    at.button(key="train_button").click().run()
+    job = at.session_state["job"]
+    assert job.wait(180)
+    at.run()
+    assert job.snapshot().state == "finished", job.snapshot().message
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Two runs recorded from the Train page: 1,000 images, 2 epochs, lr 0.001 then 0.01."""
+    home = tmp_path_factory.mktemp("dllab")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLLAB_HOME", str(home))
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.select_slider(key="train.train_subset").set_value(1000)
+        at.slider(key="train.epochs").set_value(2)
+        train_click(at)
+        at.select_slider(key="train.lr").set_value(0.01)
+        train_click(at)
+        at.switch_page(PAGE).run()
+        assert not at.exception
+        store = RunStore(home)
+        ids = sorted(store.list_runs()["id"])
+        assert len(ids) == 2
+        yield at, store, ids
+
+
+def test_empty_history_says_how_to_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert any("No runs yet" in i.value and "Train" in i.value for i in at.info)
+    assert not at.get("plotly_chart") and not at.dataframe
+
+
+def test_corrupt_history_is_moved_aside_with_a_warning(tmp_path, monkeypatch):
+    (tmp_path / "runs.sqlite").write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert any("moved aside" in w.value for w in at.warning)
+    assert list(tmp_path.glob("runs.sqlite.corrupt-*"))
+
+
+def test_table_lists_both_runs_with_only_the_differing_config(recorded):
+    at, store, (a, b) = recorded
+    frame = table(at)
+    assert sorted(frame["id"]) == [a, b]
+    assert set(frame["status"]) == {"finished"}
+    assert [c for c in frame.columns if c.startswith(("model.", "train."))] == ["train.lr"]
+    board = next(d.value for d in at.dataframe if "best_test_acc" in d.value.columns)
+    best = store.list_runs()["test_acc"].max()
+    assert len(board) == 1 and board["best_test_acc"].iloc[0] == pytest.approx(best)
+
+
+def test_selecting_both_overlays_their_stored_curves(recorded):
+    at, store, (a, b) = recorded
+    at.multiselect(key="experiments.compare").set_value([a, b]).run()
+    assert not at.exception
+    data = chart_data(at, "experiments.overlay")
+    acc = [t for t in data if t.get("meta", [None, None])[1] == "acc"]
+    assert sorted(t["meta"][0] for t in acc) == [a, b]
+    for trace in acc:
+        stored = store.epochs(trace["meta"][0])
+        assert list(array(trace["x"])) == [1, 2]
+        assert np.allclose(array(trace["y"]), stored["test_acc"].to_numpy())
+        assert trace["name"].startswith(f"#{trace['meta'][0]}")
+    assert len([t for t in data if t.get("meta", [None, None])[1] == "loss"]) == 2
+    scatter = chart_data(at, "experiments.scatter")
+    assert [t["name"] for t in scatter] == ["selected runs"]  # both runs are selected
+    assert sorted(array(scatter[0]["x"])) == [0.001, 0.01]
+    # the CSV export and the config download are there for one click
+    assert by_key(at, "download_button", "experiments.csv")
+    assert by_key(at, "download_button", "experiments.config_json")
+    assert by_key(at, "download_button", "experiments.weights")
+
+
+def test_filters_narrow_the_table(recorded):
+    at, _, (a, b) = recorded
+    at.text_input(key="experiments.filter").set_value(f"#{b}").run()
+    assert list(table(at)["id"]) == [b]
+    at.text_input(key="experiments.filter").set_value("").run()
+    at.multiselect(key="experiments.status").set_value(["running"]).run()
+    assert table(at).empty and any("No run matches" in i.value for i in at.info)
+    at.multiselect(key="experiments.status").set_value([]).run()
+    assert len(table(at)) == 2
+    assert not at.exception
+
+
+def test_rename_and_tags_show_in_the_table(recorded):
+    at, store, (a, b) = recorded
+    at.multiselect(key="experiments.compare").set_value([a]).run()
+    at.text_input(key="experiments.name").set_value("  baseline lr 1e-3 ")
+    at.button(key="experiments.rename").click().run()
+    assert not at.exception
+    frame = table(at)
+    assert frame.loc[frame["id"] == a, "name"].item() == "baseline lr 1e-3"
+    assert store.get_run(a)["name"] == "baseline lr 1e-3"
+    assert at.multiselect(key="experiments.compare").value == [a]  # the relabelled run stays chosen
+    at.text_input(key="experiments.tags").set_value("week1, ,sweep,week1")
+    at.button(key="experiments.set_tags").click().run()
+    assert store.get_run(a)["tags"] == ["week1", "sweep"]
+    frame = table(at)
+    assert frame.loc[frame["id"] == a, "tags"].item() == "week1, sweep"
+    at.text_input(key="experiments.filter").set_value("SWEEP").run()
+    assert list(table(at)["id"]) == [a]
+    at.text_input(key="experiments.filter").set_value("").run()
+
+
+def test_open_shows_the_run_on_the_errors_page(recorded):
+    at, _, (a, b) = recorded
+    at.multiselect(key="experiments.compare").set_value([b]).run()
+    at.button(key="experiments.open").click().run()
+    assert at.session_state["opened_run"] == b
+    assert any(f"#{b}" in i.value for i in at.info)
+    if (ROOT / "pages/errors.py").exists():
+        at.switch_page("pages/errors.py").run()
+        assert not at.exception
+        assert any(c.value.startswith(f"Run {b} ·") for c in at.caption)
+        at.switch_page(PAGE).run()
+    at.button(key="experiments.close").click().run()
+    assert "opened_run" not in at.session_state
+    assert not at.exception
+
+
+def test_delete_needs_the_confirmation(recorded):
+    at, store, (a, b) = recorded
+    extra = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu", name="junk")
+    store.add_epoch(extra, {"epoch": 1, "test_acc": 0.1, "test_loss": 2.0})
+    store.finish_run(extra, "stopped", metrics={"test_acc": 0.1})
+    at.run()
+    at.multiselect(key="experiments.compare").set_value([extra]).run()
+    at.button(key="experiments.delete").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    assert extra in set(store.list_runs()["id"])  # asked, not deleted
+    at.button(key="experiments.cancel_delete").click().run()
+    assert extra in set(store.list_runs()["id"])
+    assert not any(b.key == "experiments.confirm_delete" for b in at.button)
+    at.button(key="experiments.delete").click().run()
+    at.button(key="experiments.confirm_delete").click().run()
+    assert not at.exception
+    assert extra not in set(store.list_runs()["id"])
+    assert extra not in set(table(at)["id"]) and set(table(at)["id"]) == {a, b}
+    assert at.multiselect(key="experiments.compare").value == []
+    assert sorted(store.list_runs()["id"]) == [a, b]
+
+
+def test_a_running_run_shows_as_such_and_cannot_be_deleted(recorded):
+    at, store, (a, b) = recorded
+    live = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu")  # our pid: alive
+    try:
+        at.run()
+        frame = table(at)
+        assert frame.loc[frame["id"] == live, "status"].item() == "running"
+        assert any("1 still training" in c.value for c in at.caption)
+        at.multiselect(key="experiments.compare").set_value([live]).run()
+        assert at.button(key="experiments.delete").disabled
+        assert at.button(key="experiments.open").disabled
+        assert not any(d.proto.id.endswith("-experiments.weights") for d in at.get("download_button"))
+        assert not at.exception
+    finally:
+        store.finish_run(live, "failed", message="test over")
+        store.delete(live)
+    at.multiselect(key="experiments.compare").set_value([]).run()
