@@ -1,0 +1,328 @@
+"""The network against the random forest: same split, same test set, side by side.
+
+Pure functions for the Random Forest baseline page: the comparison table, per-class accuracy of
+both, the difference of their confusion matrices, feature importances next to the network's
+first-layer weights, and the learning curve (both models on the same growing subsets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from dlcore.baselines import BaselineResult, ForestParams, feature_names, fit_forest
+from dlcore.config import RunConfig
+from dlcore.dataset import Dataset, split_train
+from dlcore.inspection import RunView
+from dlcore.metrics import confusion, per_class_accuracy
+from dlcore.models import first_weight_layer
+from dlcore.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
+
+NETWORK, FOREST = "network", "random forest"
+CURVE_SIZES = (100, 300, 1000, 3000, 10000)
+MAX_FEATURES_CHOICES = ("sqrt", "log2", 0.1, 0.3)
+
+# ---------------------------------------------------------------- which split the forest fits on
+
+
+@dataclass(frozen=True)
+class ForestSplit:
+    """What `fit_forest` needs to fit on exactly a network's training split."""
+
+    train_subset: int = 0
+    val_fraction: float = 0.0
+    seed: int = 42
+
+    def kwargs(self) -> dict:
+        return {"train_subset": self.train_subset, "val_fraction": self.val_fraction,
+                "seed": self.seed}
+
+
+def forest_split(config: RunConfig) -> ForestSplit:
+    """The network's split: its subset and seed, and its validation part only with early stopping."""
+    cfg = config.train
+    return ForestSplit(int(cfg.train_subset), float(cfg.val_fraction) if cfg.early_stopping else 0.0,
+                       int(cfg.seed))
+
+
+def fit_key(dataset: Dataset, split: ForestSplit) -> tuple:
+    """Identifies the data a forest was fitted on, to tell whether it still matches the run shown."""
+    return (dataset.name, len(dataset.train_y), len(dataset.test_y), dataset.shape, split)
+
+
+def forest_params(trees: int, max_depth: int, max_features: str | float, random_state: int,
+                  features: str) -> ForestParams:
+    """The page's widget values as validated ForestParams (`max_depth` 0 means no limit).
+
+    Raises ValueError naming the field for a value out of range.
+    """
+    params = ForestParams(n_estimators=int(trees), max_depth=int(max_depth) or None,
+                          max_features=max_features, random_state=int(random_state),
+                          features=features)
+    params.validate()
+    return params
+
+
+# ---------------------------------------------------------------- the network's side
+
+
+def view_token(view: RunView) -> str:
+    """Changes when another run is shown (the view object itself is rebuilt on every rerun)."""
+    digest = hashlib.sha1()
+    digest.update(repr((view.run_id, view.dataset.name, len(view.test_pred))).encode())
+    digest.update(np.ascontiguousarray(view.test_pred).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def network_train_seconds(history: Sequence[dict]) -> float:
+    """The sum of the epochs' seconds (NaN when the history holds none)."""
+    seconds = [float(h["seconds"]) for h in history
+               if h.get("seconds") is not None and math.isfinite(float(h["seconds"]))]
+    return float(sum(seconds)) if seconds else float("nan")
+
+
+def network_predict_seconds(view: RunView, repeats: int = 1) -> float:
+    """Wall time of one forward pass over the whole test set on the CPU (the best of `repeats`)."""
+    scale, shift = input_normaliser(view.dataset, view.config.train.normalize)
+    best = math.inf
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        evaluate(view.model, view.dataset.test_x, view.dataset.test_y, scale, shift)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def network_train_size(view: RunView) -> int:
+    """How many images the network trained on (its split's training part)."""
+    cfg = view.config.train
+    split = split_train(len(view.dataset.train_y), cfg.train_subset,
+                        cfg.val_fraction if cfg.early_stopping else 0.0, cfg.seed)
+    return len(split.train)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def comparison_table(view: RunView, forest: BaselineResult,
+                     network_predict_s: float | None = None) -> pd.DataFrame:
+    """One row per measure, one column per model, numbers as numbers and a note to read them by.
+
+    Rows: test accuracy, training images, fit/training time (s), prediction time for the whole
+    test set (s; NaN for the network when `network_predict_s` is not given), and size (the
+    network's parameters against the forest's tree nodes).
+    """
+    predict = float("nan") if network_predict_s is None else float(network_predict_s)
+    rows = [
+        ("test accuracy", view.test_acc, forest.accuracy, "fraction of the test set right"),
+        ("training images", network_train_size(view), forest.train_size, "the same split for both"),
+        ("fit / training time (s)", network_train_seconds(view.history), forest.fit_seconds,
+         "network: sum of its epochs (each includes a test pass); forest: fit only"),
+        ("prediction time, whole test set (s)", predict, forest.predict_seconds,
+         "network: one forward pass on the CPU; forest: features + predict_proba"),
+        ("size: parameters / tree nodes", view.params, forest.tree_nodes,
+         "network: learned weights; forest: nodes in all its trees"),
+    ]
+    return pd.DataFrame({
+        "measure": [r[0] for r in rows],
+        NETWORK: np.array([r[1] for r in rows], dtype=np.float64),
+        FOREST: np.array([r[2] for r in rows], dtype=np.float64),
+        "note": [r[3] for r in rows],
+    })
+
+
+def per_class_table(view: RunView, forest: BaselineResult) -> pd.DataFrame:
+    """Accuracy (recall) of each class for both models, and forest minus network."""
+    y = view.dataset.test_y.numpy()
+    net = per_class_accuracy(y, view.test_pred, view.dataset.num_classes)
+    counts = np.bincount(y, minlength=view.dataset.num_classes)
+    net = np.where(counts > 0, net, np.nan)
+    trees = np.asarray(forest.per_class_accuracy, dtype=np.float64)
+    return pd.DataFrame({"class": list(view.dataset.classes), NETWORK: net, FOREST: trees,
+                         "forest − network": trees - net, "test images": counts})
+
+
+def confusion_difference(y_true: np.ndarray, network_pred: np.ndarray, forest_pred: np.ndarray,
+                         num_classes: int) -> np.ndarray:
+    """Forest's confusion matrix minus the network's (counts; rows true, columns predicted).
+
+    Positive on the diagonal: the forest gets more of that class right. Positive off the
+    diagonal: the forest makes that mistake more often. Every row (and the whole) sums to 0.
+    """
+    return (confusion(y_true, forest_pred, num_classes).astype(np.int64)
+            - confusion(y_true, network_pred, num_classes).astype(np.int64))
+
+
+# ---------------------------------------------------------------- what each model looks at
+
+
+def importance_image(importances: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Pixel-feature importances as an H×W image (summed over colour channels)."""
+    c, h, w = shape
+    return np.asarray(importances, dtype=np.float32).reshape(c, h, w).sum(axis=0)
+
+
+def top_features(importances: np.ndarray, shape: tuple[int, int, int], features: str,
+                 top: int = 20) -> pd.DataFrame:
+    """The `top` most important features by name, most important first."""
+    names = feature_names(shape, features)
+    values = np.asarray(importances, dtype=np.float64)
+    if len(values) != len(names):
+        raise ValueError(f"{len(values)} importances for {len(names)} {features} features")
+    order = np.argsort(-values, kind="stable")[:top]
+    return pd.DataFrame({"feature": [names[i] for i in order], "importance": values[order]})
+
+
+def first_layer_pixel_weights(model: nn.Module, shape: tuple[int, int, int]
+                              ) -> tuple[np.ndarray, str] | None:
+    """What the network's first layer weighs at each input position, and a note saying what it is.
+
+    A dense first layer: the mean absolute weight per input pixel (averaged over units and colour
+    channels), H×W. A conv first layer has no weight per pixel (the same kernels slide over every
+    pixel), so its mean absolute kernel (k×k) is returned instead. None without such a layer.
+    """
+    layer = first_weight_layer(model)
+    if layer is None:
+        return None
+    weight = layer.weight.detach().float().abs().cpu().numpy()
+    c, h, w = shape
+    if isinstance(layer, nn.Linear) and weight.shape[1] == c * h * w:
+        return (weight.mean(axis=0).reshape(c, h, w).mean(axis=0),
+                "mean |weight| of the first dense layer at each input pixel")
+    if weight.ndim == 4:
+        return (weight.mean(axis=(0, 1)),
+                f"a conv layer uses the same {weight.shape[2]}×{weight.shape[3]} kernels at every "
+                "pixel, so it has no weight per pixel; shown: its mean |weight| per kernel position")
+    return None
+
+
+# ---------------------------------------------------------------- learning curve
+
+
+def size_options(num_train: int, candidates: Sequence[int] = (*CURVE_SIZES, 30000)) -> list[int]:
+    """Training-set sizes offered for the curve, below the training set's size; 0 means all."""
+    return [s for s in candidates if s < num_train] + [0]
+
+
+def default_sizes(num_train: int) -> list[int]:
+    return [s for s in CURVE_SIZES if s < num_train] + [0]
+
+
+def _resolve_sizes(sizes: Sequence[int | str], num_train: int) -> list[tuple[int, int]]:
+    """(subset argument, images it keeps) for each usable size, smallest first, duplicates dropped."""
+    out: dict[int, int] = {}
+    for size in sizes:
+        if isinstance(size, str):
+            if size.strip().lower() != "all":
+                raise ValueError(f"sizes: {size!r} is not a number of images or 'all'")
+            size = 0
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+            raise ValueError(f"sizes: {size!r} is not a whole number of images >= 0")
+        size = int(size)
+        if 0 < size < 10:
+            raise ValueError(f"sizes: {size} is too small; use 10 or more images (0 = all)")
+        if size > num_train:
+            continue  # more than the training set holds
+        keep = num_train if size in (0, num_train) else size
+        out.setdefault(keep, 0 if keep == num_train else size)
+    return [(out[k], k) for k in sorted(out)]
+
+
+def learning_curve(dataset: Dataset, config: RunConfig, sizes: Sequence[int | str],
+                   forest_params: ForestParams, progress: Callable[[float], None] | None = None,
+                   stop: threading.Event | None = None, cache_dir=None) -> pd.DataFrame:
+    """Train the network and fit the forest on the same subset for each size; test both.
+
+    Sizes larger than the training set are skipped; 0 or "all" is the whole set. The network is
+    `config` with `train.train_subset` set to the size (epochs, device, model as given); the forest
+    fits on the same split (its validation part too, when the config uses early stopping).
+    `progress(fraction)` rises to exactly 1.0; with `stop` set the rows finished so far come back.
+    Columns: size (images trained on), requested (0 = all), network_acc, forest_acc,
+    network_seconds (sum of epoch seconds), forest_seconds (fit), network_status.
+    """
+    forest_params.validate()
+    config.validate()
+    plan = _resolve_sizes(sizes, len(dataset.train_y))
+    stop = stop or threading.Event()
+    total = float(sum(keep for _, keep in plan)) or 1.0
+    done = 0.0
+    last = [0.0]
+
+    def report(fraction: float) -> None:
+        """Pass on a rise of at least half a percent (and the final 1.0), never a fall."""
+        fraction = min(max(fraction, last[0]), 1.0)
+        rose = fraction - last[0] >= 0.005 or (fraction == 1.0 and last[0] < 1.0)
+        if progress is not None and rose:
+            last[0] = fraction
+            progress(fraction)
+
+    rows = []
+    for subset, keep in plan:
+        if stop.is_set():
+            break
+        weight = keep / total
+        base = done
+
+        def on_event(event, base=base, weight=weight) -> None:
+            if isinstance(event, BatchProgress):
+                part = ((event.epoch - 1) * event.steps_per_epoch + event.epoch_step) / max(
+                    event.epochs * event.steps_per_epoch, 1)
+            elif isinstance(event, EpochEnd):
+                part = event.metrics.epoch / max(config.train.epochs, 1)
+            else:
+                return
+            report(base + weight * 0.5 * min(part, 1.0))
+
+        net = train(config.replace(**{"train.train_subset": subset}), dataset, on_event=on_event,
+                    stop=stop)
+        if net.status == "stopped":
+            break
+        split = forest_split(config.replace(**{"train.train_subset": subset}))
+        forest = fit_forest(dataset, forest_params, **split.kwargs(), stop=stop, cache_dir=cache_dir,
+                            progress=lambda f, base=base, weight=weight:
+                            report(base + weight * (0.5 + 0.5 * f)))
+        if forest.status == "stopped":
+            break
+        final = net.final
+        rows.append({"size": forest.train_size, "requested": subset,
+                     "network_acc": final.test_acc if final else float("nan"),
+                     "forest_acc": forest.accuracy,
+                     "network_seconds": network_train_seconds([m.as_dict() for m in net.history]),
+                     "forest_seconds": forest.fit_seconds, "network_status": net.status})
+        done += weight
+        report(min(done, 0.999))
+    if not stop.is_set():
+        report(1.0)
+    columns = ["size", "requested", "network_acc", "forest_acc", "network_seconds",
+               "forest_seconds", "network_status"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def crossover_sentence(curve: pd.DataFrame) -> str:
+    """Where the network overtakes the forest on this curve, in one sentence."""
+    frame = curve.dropna(subset=["network_acc", "forest_acc"]).sort_values("size")
+    if frame.empty:
+        return "No sizes finished, so there is nothing to compare."
+    sizes = frame["size"].to_numpy()
+    ahead = (frame["network_acc"] > frame["forest_acc"]).to_numpy()
+    lo, hi = f"{int(sizes[0]):,}", f"{int(sizes[-1]):,}"
+    if ahead.all():
+        return (f"The network is ahead at every size tried ({lo} to {hi} images): in this range "
+                "it never needs the forest's help.")
+    if not ahead[-1]:
+        if ahead.any():
+            return (f"The forest is ahead at the largest size tried ({hi} images); the two trade "
+                    "places along the way, so the network does not overtake it for good in this "
+                    "range.")
+        return (f"The forest is ahead at every size tried ({lo} to {hi} images): the network does "
+                "not overtake it in this range — small data is traditional ML's ground.")
+    first = int(np.flatnonzero(~ahead)[-1]) + 1  # the network stays ahead from here on
+    return (f"The forest is ahead up to {int(sizes[first - 1]):,} images; from "
+            f"{int(sizes[first]):,} images on, the network overtakes it and stays ahead.")

@@ -1,0 +1,131 @@
+"""AppTest: the Random Forest baseline page, with and without a network trained the way a user does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dlcore.baselines import ForestParams, fit_forest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def chart_keys(at: AppTest) -> list[str]:
+    return [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")]
+
+
+def chart_spec(at: AppTest, key: str) -> dict:
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, f"no single chart with key {key}"
+    return json.loads(charts[0].proto.spec)
+
+
+def table(at: AppTest):
+    frames = [d.value for d in at.dataframe if "measure" in d.value.columns]
+    assert len(frames) == 1
+    return frames[0].set_index("measure")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLLAB_HOME", str(tmp_path_factory.mktemp("dllab")))
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.select_slider(key="train.train_subset").set_value(3000)
+        at.slider(key="train.epochs").set_value(1)
+        at.button(key="train_button").click().run()
+        job = at.session_state["job"]
+        assert job.wait(180)
+        at.run()
+        assert job.snapshot().state == "finished", job.snapshot().message
+        at.switch_page("pages/baseline.py").run()
+        assert not at.exception
+        at.slider(key="baseline.trees").set_value(20)
+        at.button(key="baseline.fit").click().run()
+        at.run()
+        assert not at.exception
+        yield at, job
+
+
+def test_comparison_table_matches_dlcore(trained):
+    at, job = trained
+    result = job.snapshot().result
+    cfg = result.config.train
+    forest = fit_forest(job.dataset, ForestParams(n_estimators=20), train_subset=cfg.train_subset,
+                        val_fraction=cfg.val_fraction if cfg.early_stopping else 0.0, seed=cfg.seed)
+    assert forest.from_cache  # the page fitted exactly this forest on exactly this split
+    t = table(at)
+    assert t.loc["test accuracy", "random forest"] == forest.accuracy
+    assert t.loc["test accuracy", "network"] == pytest.approx(result.final.test_acc, abs=1e-12)
+    assert t.loc["training images", "network"] == t.loc["training images", "random forest"] == 3000
+    assert t.loc["size: parameters / tree nodes", "network"] == result.params
+    assert t.loc["size: parameters / tree nodes", "random forest"] == forest.tree_nodes
+    assert t.loc["fit / training time (s)", "network"] == pytest.approx(
+        sum(m.seconds for m in result.history))
+    assert t.loc["prediction time, whole test set (s)", "network"] > 0
+    assert at.session_state["baseline.result"].accuracy == forest.accuracy
+
+
+def test_charts_drawn(trained):
+    at, _ = trained
+    keys = chart_keys(at)
+    for key in ("baseline.per_class", "baseline.confusion_diff", "baseline.importances",
+                "baseline.weights"):
+        assert key in keys
+    diff = chart_spec(at, "baseline.confusion_diff")["data"][0]
+    assert diff["zmid"] == 0 and diff["colorscale"][0][1] != diff["colorscale"][-1][1]
+    bars = chart_spec(at, "baseline.per_class")["data"]
+    assert [b["name"] for b in bars] == ["network", "random forest"]
+
+
+def test_handmade_features_show_named_bars(trained):
+    at, _ = trained
+    at.radio(key="baseline.features").set_value("handmade")
+    at.button(key="baseline.fit").click().run()
+    assert not at.exception
+    spec = chart_spec(at, "baseline.importances")
+    assert spec["data"][0]["type"] == "bar" and spec["data"][0]["orientation"] == "h"
+    assert len(spec["data"][0]["y"]) == 20
+    at.radio(key="baseline.features").set_value("pixels")
+    at.button(key="baseline.fit").click().run()  # from the cache
+    assert at.session_state["baseline.result"].from_cache
+
+
+def test_learning_curve_section(trained):
+    at, _ = trained
+    at.multiselect(key="baseline.sizes").set_value([100, 300])
+    at.number_input(key="baseline.curve_epochs").set_value(1)
+    at.button(key="baseline.curve").click().run()
+    assert not at.exception
+    _, curve = at.session_state["baseline.curve_result"]
+    assert list(curve["size"]) == [100, 300]
+    assert "baseline.curve_chart" in chart_keys(at)
+    assert chart_spec(at, "baseline.curve_chart")["layout"]["xaxis"]["type"] == "log"
+    assert any("overtake" in m.value or "ahead" in m.value for m in at.markdown)
+
+
+def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/baseline.py").run()
+    assert not at.exception
+    assert any("comparison needs a trained network" in i.value for i in at.info)
+    assert at.multiselect(key="baseline.sizes").value == [100, 300, 1000, 3000, 0]  # MNIST sample
+    # the sidebar's dataset is used (AppTest drops the sidebar after switch_page: set its state)
+    at.session_state["dataset"] = "digits"
+    at.run()
+    assert at.multiselect(key="baseline.sizes").value == [100, 300, 1000, 0]
+    at.slider(key="baseline.trees").set_value(10)
+    at.button(key="baseline.fit").click().run()
+    assert not at.exception
+    forest = at.session_state["baseline.result"]
+    assert forest.params.n_estimators == 10 and forest.train_size == 1437
+    assert forest.dataset == "digits"
+    assert any("test accuracy" in s.value for s in at.success)
+    assert not [d for d in at.dataframe if "measure" in d.value.columns]
+    assert "baseline.importances" in chart_keys(at) and "baseline.weights" not in chart_keys(at)
