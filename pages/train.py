@@ -1,4 +1,8 @@
-"""Train: every setting of the model and its training, the layer table, Train/Stop, live curves."""
+"""Train: every setting of the model and its training, the layer table, Train/Stop, live curves.
+
+Every setting lives in the URL's query parameters (dlcore.querystate): a link opens the page with
+its settings, and `hide=` names controls a teacher has fixed (classroom mode).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,6 @@ from dlcore.formstate import (
     BATCH_OPTIONS,
     CHANNEL_OPTIONS,
     LR_OPTIONS,
-    MAX_BLOCKS,
-    MAX_HIDDEN,
     SUBSET_OPTIONS,
     WEIGHT_DECAY_OPTIONS,
     WIDTH_OPTIONS,
@@ -23,10 +25,43 @@ from dlcore.formstate import (
 )
 from dlcore.jobs import JobSnapshot, TrainingJob
 from dlcore.models import describe_layers
+from dlcore.querystate import (
+    SLIDER_RANGES,
+    config_from_query,
+    config_to_query,
+    hidden_from_query,
+    link_params,
+    link_url,
+    should_apply,
+)
 from pages import common
 
 S = st.session_state
 KEEP = dict(persist_state="session")
+R = SLIDER_RANGES
+
+
+def apply_link() -> None:
+    """A link's settings (and its hidden controls) into the widgets' state, before they are drawn."""
+    params = st.query_params.to_dict()
+    if not should_apply(params, S.get("_link_written")):
+        return
+    config, notes = config_from_query(params)
+    hidden, hide_notes = hidden_from_query(params)
+    S["config"] = config
+    S.update(widget_values(config))
+    S["classroom.hide"] = hidden
+    S["_link_notes"] = (config_to_query(config), notes + hide_notes)
+
+
+def shown(key: str) -> bool:
+    return key not in S.get("classroom.hide", ())
+
+
+def control(widget, label: str, *args, key: str, **kwargs) -> None:
+    """Draw the widget unless a teacher's link hides it; its value stays in session state."""
+    if shown(key):
+        widget(label, *args, key=key, **KEEP, **kwargs)
 
 
 def init_widgets() -> None:
@@ -37,47 +72,72 @@ def init_widgets() -> None:
 
 
 def choice_slider(label: str, key: str, options: tuple, fmt=str, **kwargs) -> None:
-    st.select_slider(label, with_value(options, S[key]), key=key, format_func=fmt, **KEEP, **kwargs)
+    control(st.select_slider, label, with_value(options, S[key]), key=key, format_func=fmt, **kwargs)
 
 
 def model_controls() -> None:
     st.subheader("Model")
-    st.radio("Model kind", ["mlp", "cnn"], key="model.kind", horizontal=True, **KEEP,
-             format_func=lambda k: {"mlp": "MLP (dense layers)", "cnn": "CNN (conv blocks)"}[k])
+    control(st.radio, "Model kind", ["mlp", "cnn"], key="model.kind", horizontal=True,
+            format_func=lambda k: {"mlp": "MLP (dense layers)", "cnn": "CNN (conv blocks)"}[k])
     if S["model.kind"] == "mlp":
-        st.slider("Hidden layers", 0, MAX_HIDDEN, key="model.n_hidden", **KEEP)
+        control(st.slider, "Hidden layers", *R["model.n_hidden"], key="model.n_hidden")
         for i in range(S["model.n_hidden"]):
             choice_slider(f"Width of hidden layer {i + 1}", f"model.width_{i}", WIDTH_OPTIONS)
     else:
-        st.slider("Conv blocks", 1, MAX_BLOCKS, key="model.n_blocks", **KEEP)
+        control(st.slider, "Conv blocks", *R["model.n_blocks"], key="model.n_blocks")
         for i in range(S["model.n_blocks"]):
             choice_slider(f"Channels of block {i + 1}", f"model.channels_{i}", CHANNEL_OPTIONS)
-        st.radio("Kernel size", [3, 5], key="model.kernel_size", horizontal=True, **KEEP)
-        st.checkbox("Max-pool after each block", key="model.pool", **KEEP)
+        control(st.radio, "Kernel size", [3, 5], key="model.kernel_size", horizontal=True)
+        control(st.checkbox, "Max-pool after each block", key="model.pool")
         choice_slider("Dense head width", "model.dense", WIDTH_OPTIONS)
-    st.selectbox("Activation", ACTIVATIONS, key="model.activation", **KEEP)
-    st.slider("Dropout", 0.0, 0.9, step=0.05, key="model.dropout", **KEEP)
-    st.selectbox("Normalisation layers", NORMS, key="model.norm", **KEEP)
+    control(st.selectbox, "Activation", ACTIVATIONS, key="model.activation")
+    control(st.slider, "Dropout", *R["model.dropout"], step=0.05, key="model.dropout")
+    control(st.selectbox, "Normalisation layers", NORMS, key="model.norm")
 
 
 def training_controls() -> None:
     st.subheader("Training")
-    st.selectbox("Optimiser", OPTIMIZERS, key="train.optimizer", **KEEP)
+    control(st.selectbox, "Optimiser", OPTIMIZERS, key="train.optimizer")
     choice_slider("Learning rate (log scale)", "train.lr", LR_OPTIONS, fmt=lambda v: f"{v:g}")
     if S["train.optimizer"] == "sgd":
-        st.slider("Momentum", 0.0, 0.99, step=0.01, key="train.momentum", **KEEP)
+        control(st.slider, "Momentum", *R["train.momentum"], step=0.01, key="train.momentum")
     choice_slider("Batch size", "train.batch_size", BATCH_OPTIONS)
-    st.slider("Epochs", 1, 50, key="train.epochs", **KEEP)
+    control(st.slider, "Epochs", *R["train.epochs"], key="train.epochs")
     choice_slider("Weight decay", "train.weight_decay", WEIGHT_DECAY_OPTIONS, fmt=lambda v: f"{v:g}")
-    st.slider("Label smoothing", 0.0, 0.3, step=0.05, key="train.label_smoothing", **KEEP)
+    control(st.slider, "Label smoothing", *R["train.label_smoothing"], step=0.05,
+            key="train.label_smoothing")
     choice_slider("Training images", "train.train_subset", SUBSET_OPTIONS,
                   fmt=lambda v: "all" if v == 0 else f"{v:,}")
-    st.toggle("Normalise inputs (off: raw pixel values 0-255)", key="train.normalize", **KEEP)
-    st.toggle("Augment (small random shifts and rotations)", key="train.augment", **KEEP)
-    st.toggle("Early stopping (on a validation split)", key="train.early_stopping", **KEEP)
+    control(st.toggle, "Normalise inputs (off: raw pixel values 0-255)", key="train.normalize")
+    control(st.toggle, "Augment (small random shifts and rotations)", key="train.augment")
+    control(st.toggle, "Early stopping (on a validation split)", key="train.early_stopping")
     if S["train.early_stopping"]:
-        st.slider("Patience (epochs)", 1, 10, key="train.patience", **KEEP)
-    st.number_input("Seed", 0, 2**31 - 1, key="train.seed", **KEEP)
+        control(st.slider, "Patience (epochs)", *R["train.patience"], key="train.patience")
+    control(st.number_input, "Seed", 0, 2**31 - 1, key="train.seed")
+
+
+def notes_panel(config) -> None:
+    """Classroom mode, a link's ignored parameters and a loaded lesson, while its settings stand."""
+    if S.get("classroom.hide"):
+        st.info("Classroom mode: some settings are fixed by your teacher.")
+    query = config_to_query(config) if config is not None else None
+    link_query, link_notes = S.get("_link_notes", (None, []))
+    if link_notes and link_query == query:
+        st.warning("Some settings in the link were ignored; the defaults are used for them:\n"
+                   + "".join(f"\n- {note}" for note in link_notes))
+    lesson_title, look_for, lesson_query = S.get("lessons.loaded", (None, None, None))
+    if lesson_title and lesson_query == query:
+        st.info(f"**{lesson_title}.** What to look for: {look_for}")
+
+
+def link_panel(config) -> None:
+    """Keep the URL in step with the settings, and show it to copy."""
+    params = link_params(config, S.get("classroom.hide", ()))
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+    S["_link_written"] = params
+    st.caption("Copy link to these settings")
+    st.code(link_url(st.context.url, params), language=None, wrap_lines=True)
 
 
 def layer_table(config, dataset) -> None:
@@ -98,6 +158,9 @@ def start_training(config, dataset) -> None:
         st.error(f"Cannot start: {exc}")
         return
     common.manager().submit(job)
+    previous = common.current_job()
+    if previous is not None and previous.snapshot().run_id is not None:  # for the Lessons page
+        S["session_runs"] = [*S.get("session_runs", []), previous.snapshot().run_id]
     S["job"] = job
     S.pop("opened_run", None)
 
@@ -142,7 +205,9 @@ def live_panel() -> None:
 
 
 st.title("Train a network")
+apply_link()
 init_widgets()
+notes_box = st.container()
 dataset, _ = common.current_dataset()
 left, right = st.columns([1, 2])
 with left:
@@ -157,6 +222,11 @@ try:
 except ConfigError as exc:
     config = None
     left.error(f"Setting refused: {exc}")
+else:
+    with left:
+        link_panel(config)
+with notes_box:
+    notes_panel(config)
 
 with right:
     job = common.current_job()

@@ -1,0 +1,203 @@
+"""The Train page's settings as URL query parameters, so a link opens the app with those settings.
+
+The parameter names are the Train page's widget keys ("train.lr", "model.n_hidden", "model.width_0",
+...; see dlcore.formstate). A link names only the settings that differ from RunConfig()'s defaults,
+so `config_from_query(config_to_query(c))` gives back `c` (its dataset and device aside: those are
+the sidebar's). `hide=model.n_hidden,train.lr` is a teacher's classroom mode: those controls are not
+drawn. Unknown or malformed parameters are ignored, each with a note naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from dlcore.config import ConfigError, RunConfig
+from dlcore.formstate import MAX_BLOCKS, MAX_HIDDEN, config_from_widgets, widget_values
+
+HIDE = "hide"
+SIDEBAR_KEYS = ("train.dataset", "train.device")  # set by the sidebar, not by a link
+DEFAULTS: dict[str, Any] = widget_values(RunConfig())
+QUERY_KEYS: tuple[str, ...] = tuple(k for k in DEFAULTS if k not in SIDEBAR_KEYS)
+NO_WIDGET = ("train.val_fraction",)
+CONTROL_KEYS: tuple[str, ...] = tuple(k for k in QUERY_KEYS if k not in NO_WIDGET)
+
+# The Train page's sliders: narrower than what a config allows.
+SLIDER_RANGES: dict[str, tuple[float, float]] = {
+    "model.n_hidden": (0, MAX_HIDDEN),
+    "model.n_blocks": (1, MAX_BLOCKS),
+    "model.dropout": (0.0, 0.9),
+    "train.momentum": (0.0, 0.99),
+    "train.epochs": (1, 50),
+    "train.label_smoothing": (0.0, 0.3),
+    "train.patience": (1, 10),
+}
+# A hide name that stands for a group of controls.
+HIDE_GROUPS: dict[str, tuple[str, ...]] = {
+    "model.hidden": ("model.n_hidden", *(f"model.width_{i}" for i in range(MAX_HIDDEN))),
+    "model.conv_channels": ("model.n_blocks", *(f"model.channels_{i}" for i in range(MAX_BLOCKS))),
+}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _relevant(key: str, values: dict[str, Any]) -> bool:
+    """Whether the config holds this widget value (a width beyond the layer count does not)."""
+    if key.startswith("model.width_"):
+        return int(key.rsplit("_", 1)[1]) < values["model.n_hidden"]
+    if key.startswith("model.channels_"):
+        return int(key.rsplit("_", 1)[1]) < values["model.n_blocks"]
+    return True
+
+
+def config_to_query(config: RunConfig, hide: Iterable[str] = ()) -> dict[str, str]:
+    """The query parameters of a link to `config`: every setting that differs from the defaults."""
+    values = widget_values(config)
+    query = {key: _format(values[key]) for key in QUERY_KEYS
+             if _relevant(key, values) and values[key] != DEFAULTS[key]}
+    hide = sorted(set(hide))
+    if hide:
+        query[HIDE] = ",".join(hide)
+    return query
+
+
+def _last(raw: str | list[str]) -> str:
+    if isinstance(raw, (list, tuple)):
+        return str(raw[-1]) if raw else ""
+    return str(raw)
+
+
+def _parse(key: str, text: str) -> Any:
+    """The widget value `text` stands for; ValueError says in words why it cannot be one."""
+    default = DEFAULTS[key]
+    text = text.strip()
+    if isinstance(default, bool):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError("not true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("not a whole number") from None
+    if isinstance(default, float):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("not a number") from None
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return value
+    return text
+
+
+def _check(key: str, value: Any, base: RunConfig) -> None:
+    """Raise ValueError when the Train page cannot show `value` for `key`."""
+    if key in SLIDER_RANGES:
+        low, high = SLIDER_RANGES[key]
+        if not low <= value <= high:
+            raise ValueError(f"out of range; allowed {low:g} to {high:g}")
+    if key.startswith("model.width_"):
+        field, probe = "model.hidden", {"model.hidden": (value,)}
+    elif key.startswith("model.channels_"):
+        field, probe = "model.conv_channels", {"model.conv_channels": (value,)}
+    elif key in ("model.n_hidden", "model.n_blocks"):
+        return
+    else:
+        field, probe = key, {key: value}
+    try:
+        base.replace(**probe).validate()
+    except ConfigError as exc:
+        message = str(exc).split(": ", 1)[-1] if str(exc).startswith(field) else str(exc)
+        raise ValueError(message) from None
+
+
+def config_from_query(params: Mapping[str, str | list[str]], base: RunConfig | None = None
+                      ) -> tuple[RunConfig, list[str]]:
+    """The RunConfig a link's parameters describe, and a note for each parameter ignored.
+
+    Settings the link does not name (or names badly) keep `base`'s values (default RunConfig());
+    a repeated parameter counts by its last value, as st.query_params reads it. `hide` is read by
+    `hidden_from_query`, not here.
+    """
+    base = base or RunConfig()
+    values = widget_values(base)
+    notes: list[str] = []
+    for key, raw in params.items():
+        if key == HIDE:
+            continue
+        text = _last(raw)
+        if key in SIDEBAR_KEYS:
+            notes.append(f"`{key}`: chosen in the sidebar, not by a link")
+            continue
+        if key not in QUERY_KEYS:
+            notes.append(f"`{key}`: not a setting of this app")
+            continue
+        try:
+            value = _parse(key, text)
+            _check(key, value, base)
+        except ValueError as exc:
+            notes.append(f"`{key}={text}`: {exc}")
+            continue
+        values[key] = value
+    try:
+        return config_from_widgets(values, base), notes
+    except ConfigError as exc:  # each value passed on its own; together they should too
+        return base, [*notes, f"the link's settings do not fit together ({exc}); defaults used"]
+
+
+def hidden_from_query(params: Mapping[str, str | list[str]]) -> tuple[frozenset[str], list[str]]:
+    """The Train page controls a link's `hide=a,b` names (groups expanded), and notes for the rest."""
+    if HIDE not in params:
+        return frozenset(), []
+    hidden: set[str] = set()
+    notes = []
+    for name in (n.strip() for n in _last(params[HIDE]).split(",")):
+        if not name:
+            continue
+        if name in HIDE_GROUPS:
+            hidden.update(HIDE_GROUPS[name])
+        elif name in CONTROL_KEYS:
+            hidden.add(name)
+        else:
+            notes.append(f"`hide={name}`: not a control of the Train page")
+    return frozenset(hidden), notes
+
+
+def hide_names(hidden: Iterable[str]) -> list[str]:
+    """The shortest `hide` list for a set of hidden controls (whole groups by their group name)."""
+    hidden = set(hidden)
+    names = []
+    for group, keys in HIDE_GROUPS.items():
+        if set(keys) <= hidden:
+            names.append(group)
+            hidden -= set(keys)
+    return sorted([*names, *hidden])
+
+
+def link_params(config: RunConfig, hidden: Iterable[str] = ()) -> dict[str, str]:
+    """What the Train page writes into the URL: the settings and the classroom mode's `hide`."""
+    return config_to_query(config, hide_names(hidden))
+
+
+def should_apply(params: Mapping[str, Any], written: Mapping[str, Any] | None) -> bool:
+    """Whether the URL carries a link to apply: not empty (a page switch clears it) and not what
+    the Train page wrote itself."""
+    return bool(params) and dict(params) != dict(written or {})
+
+
+def link_url(base: str | None, params: Mapping[str, str]) -> str:
+    """The shareable link: the page's address (when known) and the query string."""
+    query = urlencode(params, safe=",")
+    return (base or "") + (f"?{query}" if query else "")
