@@ -47,7 +47,7 @@ class ModelSpec:
         _choice("model.norm", self.norm, NORMS)
         _number("model.dropout", self.dropout, 0.0, 0.9)
         if not isinstance(self.hidden, tuple) or len(self.hidden) > 8:
-            raise ConfigError("model.hidden", "between 0 and 8 hidden layers")
+            raise ConfigError("model.hidden", "a tuple of between 0 and 8 hidden layer widths")
         for i, width in enumerate(self.hidden):
             _integer(f"model.hidden[{i}]", width, 1, 4096)
         if not isinstance(self.conv_channels, tuple) or not 1 <= len(self.conv_channels) <= 4:
@@ -89,8 +89,10 @@ class TrainConfig:
         _integer("train.epochs", self.epochs, 1, 500)
         _number("train.weight_decay", self.weight_decay, 0.0, 1.0)
         _number("train.label_smoothing", self.label_smoothing, 0.0, 0.5)
-        if self.train_subset != 0:
-            _integer("train.train_subset", self.train_subset, 10, 10_000_000)
+        _integer("train.train_subset", self.train_subset, 0, 10_000_000)
+        if 0 < self.train_subset < 10:
+            raise ConfigError("train.train_subset", f"{self.train_subset} is out of range; allowed 0 "
+                                                    "(the whole training set) or 10 to 10000000")
         _boolean("train.normalize", self.normalize)
         _boolean("train.augment", self.augment)
         _boolean("train.early_stopping", self.early_stopping)
@@ -146,6 +148,9 @@ class RunConfig:
         """Build and validate from `to_dict` output; unknown keys and bad types raise ConfigError."""
         if not isinstance(data, dict):
             raise ConfigError("config", "must be an object with 'model' and 'train'")
+        for key in data:
+            if key not in ("model", "train"):
+                raise ConfigError(str(key), "unknown field; a config has only 'model' and 'train'")
         parts = {}
         for section, klass in (("model", ModelSpec), ("train", TrainConfig)):
             raw = data.get(section, {})
@@ -164,7 +169,8 @@ class RunConfig:
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
+    # 3.0 == 3 and True == 1: a value of another type is refused even where it compares equal.
+    if isinstance(value, bool) or not isinstance(value, type(allowed[0])) or value not in allowed:
         raise ConfigError(name, f"{value!r} is not one of {', '.join(map(str, allowed))}")
 
 

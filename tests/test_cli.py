@@ -1,0 +1,204 @@
+"""`python -m dlcore train|bench`: output, JSON, the sample fallback, recording, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlcore import cli
+from dlcore.config import PRESETS, ModelSpec, TrainConfig
+from dlcore.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+EPOCH_LINE = re.compile(r"^Epoch 1: Train Acc: \d+\.\d\d%, Test Acc: \d+\.\d\d%$", re.M)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks gain nothing from a second thread, and on a busy 2-core machine two threads
+    per op make every step wait on the scheduler (measured: 15x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def dlcore(home: Path, *args: str, threads: int | None = 1, timeout: float = 600
+           ) -> subprocess.CompletedProcess:
+    """Run `python -m dlcore ARGS` with DLLAB_HOME=home (one torch thread unless asked: the tests
+    check output, not speed, and a busy 2-core machine makes two threads crawl)."""
+    env = {**os.environ, "DLLAB_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.run([sys.executable, "-m", "dlcore", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_prints_parameters_and_epochs_and_records_nothing_with_no_record(tmp_path: Path
+                                                                                 ) -> None:
+    run = dlcore(tmp_path, "train", "--preset", "seed", "--dataset", "mnist-sample", "--epochs", "1",
+                 "--no-record")
+    assert run.returncode == 0, run.stderr
+    assert "Parameters: 535,818" in run.stdout.splitlines()
+    assert EPOCH_LINE.search(run.stdout), run.stdout
+    assert "Status: finished" in run.stdout and "recorded" not in run.stdout
+    assert len(RunStore(tmp_path).list_runs()) == 0
+
+
+def test_train_json_is_one_object_and_the_run_is_recorded(tmp_path: Path) -> None:
+    run = dlcore(tmp_path, "train", "--dataset", "digits", "--hidden", "32", "--epochs", "2",
+                 "--lr", "0.01", "--json", "--name", "tiny")
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.strip().splitlines()) == 1
+    out = json.loads(run.stdout)
+    assert out["status"] == "finished" and out["dataset"] == "digits"
+    assert out["params"] == 64 * 32 + 32 + 330
+    assert out["config"]["model"]["hidden"] == [32] and out["config"]["train"]["lr"] == 0.01
+    assert [m["epoch"] for m in out["history"]] == [1, 2]
+    assert out["test_acc"] == out["history"][-1]["test_acc"]
+    assert isinstance(out["run_id"], int)
+    runs = RunStore(tmp_path).list_runs()
+    assert list(runs["id"]) == [out["run_id"]]
+    row = runs.iloc[0]
+    assert (row["status"], row["name"], row["epochs"], row["dataset"]) == (
+        "finished", "tiny", 2, "digits")
+    assert row["test_acc"] == pytest.approx(out["test_acc"])
+    assert RunStore(tmp_path).get_run(out["run_id"])["config"] == out["config"]
+
+
+def test_missing_mnist_falls_back_to_the_sample_and_says_so(tmp_path: Path) -> None:
+    run = dlcore(tmp_path, "train", "--epochs", "1", "--train-subset", "1000")
+    assert run.returncode == 0, run.stderr
+    assert "sample" in run.stderr and "MNIST" in run.stderr
+    assert "Parameters: 535,818" in run.stdout
+    assert "Dataset: mnist-sample" in run.stdout
+    assert EPOCH_LINE.search(run.stdout), run.stdout
+    runs = RunStore(tmp_path).list_runs()  # recorded by default
+    assert len(runs) == 1 and runs.iloc[0]["dataset"] == "mnist-sample"
+    assert runs.iloc[0]["train.train_subset"] == 1000
+
+
+BAD_RUNS = [
+    (["train", "--bogus"], "--bogus"),
+    (["train", "--lr", "-1"], "train.lr"),
+    (["train", "--hidden", "abc"], "--hidden"),
+    (["train", "--device", "tpu"], "train.device"),
+    (["train", "--data-dir", "/nonexistent"], "/nonexistent"),
+]
+
+
+def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:
+    """Real processes (so stray warnings on stderr would show), started together to save time."""
+    env = {**os.environ, "DLLAB_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "dlcore", *args], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args, _ in BAD_RUNS]
+    for proc, (args, mentions) in zip(procs, BAD_RUNS, strict=True):
+        out, err = proc.communicate(timeout=600)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert proc.returncode == 2, (args, err)
+        assert len(lines) == 1, (args, err)
+        assert mentions in lines[0] and "error" in lines[0], (args, err)
+        assert out == "", (args, out)
+
+
+@pytest.mark.parametrize("args,mentions", [
+    (["train", "--dropout", "0.95"], "model.dropout"),
+    (["train", "--epochs", "0"], "train.epochs"),
+    (["train", "--epochs", "1.5"], "--epochs"),
+    (["train", "--kernel-size", "4"], "model.kernel_size"),
+    (["train", "--dataset", "imagenet"], "train.dataset"),
+    (["train", "--hidden", "64,0"], "model.hidden"),
+    (["train", "--batch-size", "0"], "train.batch_size"),
+    (["train", "--preset", "huge"], "--preset"),
+    (["bench", "--epochs", "0"], "--epochs"),
+    (["bench", "--dataset", "digits"], "28x28"),
+    (["frobnicate"], "frobnicate"),
+    ([], "required"),
+])
+def test_more_bad_arguments_exit_2_with_one_line_in_process(
+        args: list[str], mentions: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and mentions in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_every_config_field_has_a_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    args = cli.build_parser().parse_args([
+        "train", "--preset", "cnn", "--kind", "mlp", "--hidden", "none", "--activation", "gelu",
+        "--dropout", "0", "--norm", "layer", "--conv-channels", "8,16", "--kernel-size", "5",
+        "--no-pool", "--dense", "32", "--dataset", "digits", "--optimizer", "sgd", "--lr", "1",
+        "--momentum", "0.5", "--batch-size", "16", "--epochs", "3", "--weight-decay", "0.001",
+        "--label-smoothing", "0.1", "--train-subset", "500", "--no-normalize", "--augment",
+        "--early-stopping", "--patience", "2", "--val-fraction", "0.2", "--seed", "7",
+        "--device", "cpu"])
+    config = cli.config_from_args(args)
+    assert config.model == ModelSpec("mlp", (), "gelu", 0.0, "layer", (8, 16), 5, False, 32)
+    assert config.train == TrainConfig("digits", "sgd", 1.0, 0.5, 16, 3, 0.001, 0.1, 500, False,
+                                       True, True, 2, 0.2, 7, "cpu")
+    plain = cli.config_from_args(cli.build_parser().parse_args(["train"]))
+    assert plain == PRESETS["seed"]
+
+
+def test_train_in_process_cnn_preset_without_recording(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    code = cli.main(["train", "--preset", "cnn", "--dataset", "digits", "--conv-channels", "8",
+                     "--dense", "16", "--epochs", "1", "--json", "--no-record"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["run_id"] is None
+    assert out["config"]["model"]["kind"] == "cnn"
+    assert len(RunStore(tmp_path).list_runs()) == 0
+
+
+def test_a_diverged_run_exits_1_and_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    code = cli.main(["train", "--dataset", "digits", "--lr", "10", "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "learning rate" in out and "Status: diverged" in out
+    assert RunStore(tmp_path).list_runs().iloc[0]["status"] == "diverged"
+
+
+def test_bench_prints_the_speedup_last(tmp_path: Path) -> None:
+    run = dlcore(tmp_path, "bench", "--dataset", "mnist-sample", "--epochs", "1")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert re.fullmatch(r"speedup vs seed loop: \d+\.\d\dx", lines[-1]), run.stdout
+    assert any(line.startswith("seed loop  epoch 1:") for line in lines)
+    assert any(line.startswith("engine     epoch 1:") for line in lines)
+    assert any(line.startswith("accuracy difference:") for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
+                    and not (MNIST_DIR / "train-images-idx3-ubyte").exists(),
+                    reason=f"real MNIST not at {MNIST_DIR}")
+def test_seed_preset_reaches_98_percent_on_real_mnist_in_10_epochs(tmp_path: Path) -> None:
+    run = dlcore(tmp_path, "train", "--preset", "seed", "--data-dir", str(MNIST_DIR), "--epochs", "10",
+                 "--json", "--no-record", threads=None, timeout=1800)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    seconds = [round(m["seconds"], 2) for m in out["history"]]
+    accuracy = [round(100 * m["test_acc"], 2) for m in out["history"]]
+    print(f"\nper-epoch seconds: {seconds}\ntest accuracy %: {accuracy}")
+    assert out["dataset"] == "mnist" and len(out["history"]) == 10
+    assert out["test_acc"] >= 0.98
