@@ -137,7 +137,7 @@ def train(
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
     scale, shift = _normaliser(dataset, cfg.normalize, device)
 
-    optimizer = _optimizer(model, cfg, capturable=device.type == "cuda")
+    optimizer = _optimizer(model, cfg, capturable=device.type == "cuda", device_type=device.type)
     step_fn = make_step(model, optimizer, train_x, train_y, scale, shift, cfg, device,
                         sync_every=sync_every, use_cuda_graph=use_cuda_graph)
     result.cuda_graph = step_fn.uses_graph
@@ -261,13 +261,16 @@ def _normaliser(dataset: Dataset, normalize: bool, device: torch.device
     return 1.0 / (255.0 * std), mean / std
 
 
-def _optimizer(model: nn.Module, cfg, capturable: bool) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, cfg, capturable: bool, device_type: str = "cpu") -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
     klass = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return klass(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
+    # fused: one kernel for all parameters on the CPU, about twice as fast as the per-tensor loop
+    fused = not capturable and device_type == "cpu"
+    return klass(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable,
+                 fused=fused or None)
 
 
 def _first_layer_snapshot(model: nn.Module) -> np.ndarray | None:
