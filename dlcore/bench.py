@@ -63,6 +63,18 @@ def seed_loop(root: Path, device: torch.device, epochs: int, seed: int = 42) -> 
     return out
 
 
+def lesson_loop(dataset: Dataset, device: torch.device, epochs: int) -> list[tuple[float, float]]:
+    """The lesson's program on exactly `dataset`'s images, via IDX files in torchvision's layout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        write_idx(raw / "train-images-idx3-ubyte", dataset.train_x[:, 0].numpy())
+        write_idx(raw / "train-labels-idx1-ubyte", dataset.train_y.numpy())
+        write_idx(raw / "t10k-images-idx3-ubyte", dataset.test_x[:, 0].numpy())
+        write_idx(raw / "t10k-labels-idx1-ubyte", dataset.test_y.numpy())
+        return seed_loop(Path(tmp), device, epochs)
+
+
 def run_bench(dataset: Dataset, *, device: str = "auto", epochs: int = 1,
               include_seed_loop: bool = True) -> dict[str, float]:
     """Print per-epoch seconds and accuracy for both loops and the speed-up; return the medians."""
@@ -71,14 +83,7 @@ def run_bench(dataset: Dataset, *, device: str = "auto", epochs: int = 1,
           f"device: {describe_device(device)}; seed MLP 784-512-256-10, batch 64")
     figures: dict[str, float] = {}
     if include_seed_loop:
-        with tempfile.TemporaryDirectory() as tmp:
-            raw = Path(tmp) / "MNIST" / "raw"
-            raw.mkdir(parents=True)
-            write_idx(raw / "train-images-idx3-ubyte", dataset.train_x[:, 0].numpy())
-            write_idx(raw / "train-labels-idx1-ubyte", dataset.train_y.numpy())
-            write_idx(raw / "t10k-images-idx3-ubyte", dataset.test_x[:, 0].numpy())
-            write_idx(raw / "t10k-labels-idx1-ubyte", dataset.test_y.numpy())
-            lesson = seed_loop(Path(tmp), torch_device, epochs)
+        lesson = lesson_loop(dataset, torch_device, epochs)
         for i, (seconds, acc) in enumerate(lesson, 1):
             print(f"seed loop  epoch {i}: {seconds:7.3f} s  test acc {acc:.2%}", flush=True)
         figures["seed_s"] = statistics.median(s for s, _ in lesson)

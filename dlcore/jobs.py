@@ -22,6 +22,9 @@ from dlcore.store import RunStore
 from dlcore.train import BatchProgress, EpochEnd, EpochMetrics, Event, TrainResult
 
 ACTIVE_STATES = ("queued", "running")
+# How often a page redraws a running job: at least once a second, and no more, since each redraw
+# takes the interpreter away from the training thread.
+REDRAW_SECONDS = 0.9
 
 
 @dataclass(frozen=True)

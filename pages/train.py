@@ -23,7 +23,7 @@ from dlcore.formstate import (
     widget_values,
     with_value,
 )
-from dlcore.jobs import JobSnapshot, TrainingJob
+from dlcore.jobs import REDRAW_SECONDS, JobSnapshot, TrainingJob
 from dlcore.models import describe_layers
 from dlcore.querystate import (
     SLIDER_RANGES,
@@ -197,7 +197,11 @@ def live_panel() -> None:
     snap = job.snapshot()
     draw_status(snap)
     st.plotly_chart(batch_loss_figure(snap.batch_losses), key="curve_batch")
-    st.plotly_chart(epoch_curves_figure([m.as_dict() for m in snap.history]), key="curve_epochs")
+    cached = S.get("_epoch_figure")
+    if cached is None or cached[0] != (id(job), len(snap.history)):  # redraw only on a new epoch
+        cached = ((id(job), len(snap.history)), epoch_curves_figure([m.as_dict() for m in snap.history]))
+        S["_epoch_figure"] = cached
+    st.plotly_chart(cached[1], key="curve_epochs")
     if S.get("_was_active") and not snap.active:
         S["_was_active"] = False
         st.rerun()  # once, so the buttons and the other pages see the finished run
@@ -239,7 +243,7 @@ with right:
         job.stop()
     if active:
         st.caption("Changing settings now applies to the next run, not this one.")
-    st.fragment(run_every=0.5 if active else None)(live_panel)()
+    st.fragment(run_every=REDRAW_SECONDS if active else None)(live_panel)()
     if config is not None:
         with st.expander("Layer table", expanded=True):
             layer_table(config, dataset)
