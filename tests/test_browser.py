@@ -76,18 +76,22 @@ def server(tmp_path_factory):
         proc.kill()
 
 
+# Points in a plot's first trace, as plotly.js drew them (arrays may arrive base64-encoded).
+POINTS_JS = "const POINTS = p => (p._fullData && p._fullData[0] && p._fullData[0]._length) || 0;"
 CURVE_POINTS = """() => {
+  """ + POINTS_JS + """
   const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
   const batch = plots.filter(p => p.layout && p.layout.title &&
                                   String(p.layout.title.text || '').includes('Training loss'));
-  return Math.max(0, ...batch.map(p => (p.data && p.data[0] && p.data[0].x) ? p.data[0].x.length : 0));
+  return Math.max(0, ...batch.map(POINTS));
 }"""
 
 
 EPOCH_POINTS = """() => {
+  """ + POINTS_JS + """
   const plots = Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p =>
       p.layout && (p.layout.annotations || []).some(a => String(a.text).includes('loss per epoch')));
-  return Math.max(0, ...plots.map(p => (p.data && p.data[0] && p.data[0].x) ? p.data[0].x.length : 0));
+  return Math.max(0, ...plots.map(POINTS));
 }"""
 
 
@@ -137,10 +141,15 @@ def _drive(page, server: str) -> None:
     while dropout.input_value() == before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert dropout.input_value() != before, "the Dropout slider did not move"
+    moved_to = dropout.input_value()
     moved_at = page.evaluate(CURVE_POINTS)
     assert page.get_by_text("Finished.").count() == 0, "the run ended before the slider moved"
 
     page.get_by_text("Finished.").wait_for(timeout=240_000)
     final_points = page.evaluate(CURVE_POINTS)
     assert final_points > moved_at, "training did not go on after the slider moved"
+    deadline = time.monotonic() + 20  # the chart may draw a moment after the status line
+    while page.evaluate(EPOCH_POINTS) < 5 and time.monotonic() < deadline:
+        time.sleep(0.3)
     assert page.evaluate(EPOCH_POINTS) == 5, "the run did not reach its last epoch"
+    assert dropout.input_value() == moved_to, "the slider lost the value set during training"
