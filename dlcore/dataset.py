@@ -62,6 +62,7 @@ def split_train(num_train: int, subset: int = 0, val_fraction: float = 0.0, seed
     order = torch.randperm(num_train, generator=generator)
     if 0 < subset < num_train:
         order = order[:subset]
-    num_val = int(round(len(order) * val_fraction)) if val_fraction > 0 else 0
+    # At least one image when asked for, so early stopping never silently has nothing to watch.
+    num_val = max(1, int(round(len(order) * val_fraction))) if val_fraction > 0 else 0
     num_val = min(num_val, len(order) - 1)
     return Split(train=order[num_val:].sort().values, val=order[:num_val].sort().values)

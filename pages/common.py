@@ -96,5 +96,19 @@ def _job_view() -> RunView | None:
 
 
 def no_run_message() -> None:
-    st.info("No trained model yet. Train one on the **Train** page, or open a past run on the "
-            "**Experiments** page.")
+    job = current_job()
+    snap = job.snapshot() if job is not None else None
+    if snap is not None and snap.active:
+        st.info("Training is under way: this page shows the model once the run ends. The curves "
+                "are on the **Train** page.")
+    elif snap is not None and snap.state == "diverged":
+        st.warning("The last run diverged (its weights blew up), so there is no model worth looking "
+                   "at. Train again with a smaller learning rate, or open a past run on the "
+                   "**Experiments** page.")
+    elif snap is not None and snap.state in ("stopped", "failed"):
+        st.warning(f"The last run {snap.state} before finishing an epoch, so there is no trained "
+                   "model to look at. Train again on the **Train** page, or open a past run on the "
+                   "**Experiments** page.")
+    else:
+        st.info("No trained model yet. Train one on the **Train** page, or open a past run on the "
+                "**Experiments** page.")
