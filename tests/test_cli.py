@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from dlcore import cli
 from dlcore.config import PRESETS, ModelSpec, TrainConfig
@@ -21,14 +20,7 @@ MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 EPOCH_LINE = re.compile(r"^Epoch 1: Train Acc: \d+\.\d\d%, Test Acc: \d+\.\d\d%$", re.M)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a busy 2-core machine two threads
-    per op make every step wait on the scheduler (measured: 15x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def dlcore(home: Path, *args: str, threads: int | None = 1, timeout: float = 600

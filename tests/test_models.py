@@ -23,14 +23,7 @@ DIGITS = (1, 8, 8)
 SEED = ModelSpec()  # the lesson's network: 784-512-256-10, ReLU, dropout 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a busy 2-core machine two threads
-    per op make every step wait on the scheduler (measured: 15x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _table(spec: ModelSpec, shape=MNIST, classes: int = 10) -> list[tuple[str, tuple, int]]:

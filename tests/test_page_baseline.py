@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from apphelpers import chart_keys, chart_spec, start_app, train_run
 from streamlit.testing.v1 import AppTest
 
 from dlcore.baselines import ForestParams, fit_forest
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-def chart_keys(at: AppTest) -> list[str]:
-    return [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")]
-
-
-def chart_spec(at: AppTest, key: str) -> dict:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, f"no single chart with key {key}"
-    return json.loads(charts[0].proto.spec)
 
 
 def table(at: AppTest):
@@ -32,16 +18,8 @@ def table(at: AppTest):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLLAB_HOME", str(tmp_path_factory.mktemp("dllab")))
-        at = AppTest.from_file(APP, default_timeout=180)
-        at.run()
-        at.select_slider(key="train.train_subset").set_value(3000)
-        at.slider(key="train.epochs").set_value(1)
-        at.button(key="train_button").click().run()
-        job = at.session_state["job"]
-        assert job.wait(180)
-        at.run()
-        assert job.snapshot().state == "finished", job.snapshot().message
+        at = start_app(mp, tmp_path_factory.mktemp("dllab"))
+        job = train_run(at, epochs=1, subset=3000)
         at.switch_page("pages/baseline.py").run()
         assert not at.exception
         at.slider(key="baseline.trees").set_value(20)
@@ -109,9 +87,7 @@ def test_learning_curve_section(trained):
 
 
 def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
+    at = start_app(monkeypatch, tmp_path)
     at.switch_page("pages/baseline.py").run()
     assert not at.exception
     assert any("comparison needs a trained network" in i.value for i in at.info)

@@ -2,64 +2,30 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
+from apphelpers import chart_spec, plotly_array, start_app, train_run
 
 from dlcore.inspection import view_from_result
 from dlcore.preprocess import decode_image, image_to_png, predict, to_mnist
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-def chart_spec(at: AppTest, key: str) -> dict:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, f"no single chart with key {key}"
-    return json.loads(charts[0].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a plain list, or plotly 6's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.array(value, dtype=float)
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, one_thread):
     """The app after a 1-epoch run pressed on the Train page, switched to the draw page."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two cores shared with other jobs: one thread trains faster
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("DLLAB_HOME", str(tmp_path_factory.mktemp("dllab")))
-            at = AppTest.from_file(APP, default_timeout=180)
-            at.run()
-            at.select_slider(key="train.train_subset").set_value(3000)
-            at.slider(key="train.epochs").set_value(1)
-            at.button(key="train_button").click().run()
-            job = at.session_state["job"]
-            assert job.wait(180)
-            at.run()
-            assert job.snapshot().state == "finished", job.snapshot().message
-            at.switch_page("pages/draw.py").run()
-            assert not at.exception, at.exception
-            yield at, job
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as mp:
+        at = start_app(mp, tmp_path_factory.mktemp("dllab"))
+        job = train_run(at, epochs=1, subset=3000)
+        at.switch_page("pages/draw.py").run()
+        assert not at.exception, at.exception
+        yield at, job
 
 
 def test_no_run_shows_the_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
+    at = start_app(monkeypatch, tmp_path)
     at.switch_page("pages/draw.py").run()
     assert not at.exception
     assert any("No trained model yet" in i.value for i in at.info)
@@ -92,13 +58,13 @@ def test_example_shows_the_models_prediction(trained, index):
 
     view = view_from_result(job.snapshot().result, dataset)
     probs = predict(view.model, view.model_input, expected)
-    bars = array(chart_spec(at, "draw.probs")["data"][0]["y"])
+    bars = plotly_array(chart_spec(at, "draw.probs")["data"][0]["y"])
     assert len(bars) == 10 and abs(bars.sum() - 1) < 1e-4
     assert int(bars.argmax()) == int(probs.argmax())
     np.testing.assert_allclose(bars, probs, atol=1e-5)
     word = dataset.classes[int(probs.argmax())]
     assert any(f"The network says **{word}**" in m.value for m in at.markdown)
-    seen = array(chart_spec(at, "draw.seen")["data"][0]["z"])
+    seen = plotly_array(chart_spec(at, "draw.seen")["data"][0]["z"])
     np.testing.assert_array_equal(seen[::-1], expected[0].numpy())
 
 

@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from apphelpers import chart_spec, plotly_array, start_app, train_run
 
 from dlcore.metrics import cell_indices, most_confused
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-def chart_spec(at: AppTest, key: str) -> dict:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, f"no single chart with key {key}"
-    return json.loads(charts[0].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a plain list, or plotly 6's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.array(value, dtype=float)
-
-
-def train_run(at: AppTest, epochs: int = 1, subset: int = 1000, **model) -> None:
-    """Press Train on the Train page with these settings and wait for the run to finish."""
-    at.switch_page("pages/train.py").run()
-    if "kind" in model:
-        at.radio(key="model.kind").set_value(model.pop("kind")).run()
-    for key, value in model.items():
-        at.select_slider(key=f"model.{key}").set_value(value)
-    at.slider(key="train.epochs").set_value(epochs)
-    at.select_slider(key="train.train_subset").set_value(subset)
-    at.button(key="train_button").click().run()
-    job = at.session_state["job"]
-    assert job.wait(180)
-    at.run()
-    assert job.snapshot().state == "finished", job.snapshot().message
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLLAB_HOME", str(tmp_path_factory.mktemp("dllab")))
-        at = AppTest.from_file(APP, default_timeout=120)
-        at.run()
+        at = start_app(mp, tmp_path_factory.mktemp("dllab"), timeout=120)
         train_run(at)
         result = at.session_state["job"].snapshot().result
         at.switch_page("pages/errors.py").run()
@@ -59,9 +21,7 @@ def trained(tmp_path_factory):
 
 
 def test_no_run_shows_the_info(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = start_app(monkeypatch, tmp_path, timeout=120)
     at.switch_page("pages/errors.py").run()
     assert not at.exception
     assert any("No trained model yet" in i.value for i in at.info)
@@ -71,14 +31,14 @@ def test_no_run_shows_the_info(tmp_path, monkeypatch):
 def test_confusion_matrix_counts_and_rows(trained):
     at, result = trained
     at.radio(key="errors.normalize").set_value("counts").run()
-    z = array(chart_spec(at, "errors.confusion")["data"][0]["z"])
+    z = plotly_array(chart_spec(at, "errors.confusion")["data"][0]["z"])
     test_y = at.session_state["job"].dataset.test_y.numpy()
     assert z.shape == (10, 10)
     assert z.sum() == len(test_y) == 2000
     assert np.trace(z) == (result.test_pred == test_y).sum()
     at.radio(key="errors.normalize").set_value("rows").run()
     assert not at.exception
-    z = array(chart_spec(at, "errors.confusion")["data"][0]["z"])
+    z = plotly_array(chart_spec(at, "errors.confusion")["data"][0]["z"])
     assert np.allclose(z.sum(1), 1.0)
     at.radio(key="errors.normalize").set_value("counts").run()
 

@@ -3,19 +3,18 @@ bundled MNIST sample), and over an empty history."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import APP, click_train, plotly_array, start_app
 from streamlit.testing.v1 import AppTest
 
 from dlcore.config import RunConfig
 from dlcore.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 PAGE = "pages/experiments.py"
 
 
@@ -29,23 +28,8 @@ def chart_data(at: AppTest, key: str) -> list[dict]:
     return json.loads(by_key(at, "plotly_chart", key).proto.spec)["data"]
 
 
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a plain list, or plotly 6's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).astype(float)
-    return np.array(value, dtype=float)
-
-
 def table(at: AppTest):
     return by_key(at, "dataframe", "experiments.table").value
-
-
-def train_click(at: AppTest) -> None:
-    at.button(key="train_button").click().run()
-    job = at.session_state["job"]
-    assert job.wait(180)
-    at.run()
-    assert job.snapshot().state == "finished", job.snapshot().message
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +37,12 @@ def recorded(tmp_path_factory):
     """Two runs recorded from the Train page: 1,000 images, 2 epochs, lr 0.001 then 0.01."""
     home = tmp_path_factory.mktemp("dllab")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLLAB_HOME", str(home))
-        at = AppTest.from_file(APP, default_timeout=180)
-        at.run()
+        at = start_app(mp, home)
         at.select_slider(key="train.train_subset").set_value(1000)
         at.slider(key="train.epochs").set_value(2)
-        train_click(at)
+        click_train(at)
         at.select_slider(key="train.lr").set_value(0.01)
-        train_click(at)
+        click_train(at)
         at.switch_page(PAGE).run()
         assert not at.exception
         store = RunStore(home)
@@ -108,13 +90,13 @@ def test_selecting_both_overlays_their_stored_curves(recorded):
     assert sorted(t["meta"][0] for t in acc) == [a, b]
     for trace in acc:
         stored = store.epochs(trace["meta"][0])
-        assert list(array(trace["x"])) == [1, 2]
-        assert np.allclose(array(trace["y"]), stored["test_acc"].to_numpy())
+        assert list(plotly_array(trace["x"])) == [1, 2]
+        assert np.allclose(plotly_array(trace["y"]), stored["test_acc"].to_numpy())
         assert trace["name"].startswith(f"#{trace['meta'][0]}")
     assert len([t for t in data if t.get("meta", [None, None])[1] == "loss"]) == 2
     scatter = chart_data(at, "experiments.scatter")
     assert [t["name"] for t in scatter] == ["selected runs"]  # both runs are selected
-    assert sorted(array(scatter[0]["x"])) == [0.001, 0.01]
+    assert sorted(plotly_array(scatter[0]["x"])) == [0.001, 0.01]
     # the CSV export and the config download are there for one click
     assert by_key(at, "download_button", "experiments.csv")
     assert by_key(at, "download_button", "experiments.config_json")

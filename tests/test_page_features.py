@@ -2,60 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-def chart_spec(at: AppTest, key: str) -> dict:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, f"no single chart with key {key}"
-    return json.loads(charts[0].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """A plotly JSON array: a plain list, or plotly 6's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.array(value, dtype=float)
-
-
-def train_run(at: AppTest, epochs: int = 1, subset: int = 1000, **model) -> None:
-    """Press Train on the Train page with these settings and wait for the run to finish."""
-    at.switch_page("pages/train.py").run()
-    if "kind" in model:
-        at.radio(key="model.kind").set_value(model.pop("kind")).run()
-    for key, value in model.items():
-        at.select_slider(key=f"model.{key}").set_value(value)
-    at.slider(key="train.epochs").set_value(epochs)
-    at.select_slider(key="train.train_subset").set_value(subset)
-    at.button(key="train_button").click().run()
-    job = at.session_state["job"]
-    assert job.wait(180)
-    at.run()
-    assert job.snapshot().state == "finished", job.snapshot().message
-
+from apphelpers import chart_keys, chart_spec, plotly_array, start_app, train_run
 
 EPOCHS = 2
-
-
-def chart_keys(at: AppTest) -> list[str]:
-    return [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLLAB_HOME", str(tmp_path_factory.mktemp("dllab")))
-        at = AppTest.from_file(APP, default_timeout=120)
-        at.run()
+        at = start_app(mp, tmp_path_factory.mktemp("dllab"), timeout=120)
         at.switch_page("pages/features.py").run()
         assert not at.exception
         assert any("No trained model yet" in i.value for i in at.info)
@@ -68,12 +25,12 @@ def app(tmp_path_factory):
 def test_mlp_weight_grid(app):
     at = app
     assert at.slider(key="features.units").value == 32
-    nonnan = np.isfinite(array(chart_spec(at, "features.grid")["data"][0]["z"])).sum()
+    nonnan = np.isfinite(plotly_array(chart_spec(at, "features.grid")["data"][0]["z"])).sum()
     assert nonnan == 32 * 28 * 28
     at.slider(key="features.units").set_value(64).run()
     assert not at.exception
     spec = chart_spec(at, "features.grid")
-    assert np.isfinite(array(spec["data"][0]["z"])).sum() == 64 * 28 * 28
+    assert np.isfinite(plotly_array(spec["data"][0]["z"])).sum() == 64 * 28 * 28
     assert spec["data"][0]["colorscale"][0][1] != spec["data"][0]["colorscale"][-1][1]
     assert spec["data"][0]["zmin"] == -spec["data"][0]["zmax"]
     at.radio(key="features.sort").set_value("index").run()
@@ -87,12 +44,12 @@ def test_epoch_slider_covers_every_epoch(app):
     at = app
     slider = at.slider(key="features.epoch")
     assert (slider.min, slider.max, slider.value) == (0, EPOCHS, EPOCHS)
-    before = array(chart_spec(at, "features.grid")["data"][0]["z"])
+    before = plotly_array(chart_spec(at, "features.grid")["data"][0]["z"])
     slider.set_value(0).run()
     assert not at.exception
     spec = chart_spec(at, "features.grid")
     assert "before training" in spec["layout"]["title"]["text"]
-    assert not np.array_equal(np.nan_to_num(before), np.nan_to_num(array(spec["data"][0]["z"])))
+    assert not np.array_equal(np.nan_to_num(before), np.nan_to_num(plotly_array(spec["data"][0]["z"])))
     at.slider(key="features.epoch").set_value(EPOCHS).run()
 
 
@@ -102,7 +59,7 @@ def test_one_image_through_the_network(app):
     assert not at.exception
     keys = chart_keys(at)
     assert "features.probs" in keys and "features.act.0" in keys and "features.maps" not in keys
-    probs = array(chart_spec(at, "features.probs")["data"][0]["y"])
+    probs = plotly_array(chart_spec(at, "features.probs")["data"][0]["y"])
     assert len(probs) == 10 and probs.sum() == pytest.approx(1.0, abs=1e-4)
     table = next(d.value for d in at.dataframe if "zeros" in d.value.columns)
     assert list(table["layer"]) == ["1: Linear", "2: ReLU", "4: Linear", "5: ReLU", "7: Linear"]
@@ -116,7 +73,7 @@ def test_cnn_kernels_and_feature_maps(app):
     keys = chart_keys(at)
     assert {"features.kernels", "features.maps", "features.probs"} <= set(keys)
     assert "features.grid" not in keys
-    kernels = array(chart_spec(at, "features.kernels")["data"][0]["z"])
+    kernels = plotly_array(chart_spec(at, "features.kernels")["data"][0]["z"])
     assert np.isfinite(kernels).sum() == 8 * 3 * 3  # all 8 kernels of 3x3
     assert at.slider(key="features.epoch").max == 1
     assert any("only 8 kernels" in c.value for c in at.caption)

@@ -3,9 +3,8 @@ the lr=10 mistake trained for real (bundled sample), and the step-through."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from apphelpers import APP
 from streamlit.testing.v1 import AppTest
 
 from dlcore.config import PRESETS, ModelSpec, RunConfig, TrainConfig
@@ -14,7 +13,6 @@ from dlcore.lessons import LESSONS_BY_ID, lesson_runs
 from dlcore.querystate import config_to_query
 from dlcore.store import RunStore
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 WIDGET_KINDS = ("slider", "select_slider", "radio", "selectbox", "toggle", "checkbox", "number_input")
 
 

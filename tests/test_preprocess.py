@@ -198,16 +198,9 @@ def test_accepts_only_28x28_grey():
     assert not accepts_shape((3, 32, 32)) and not accepts_shape((1, 8, 8))
 
 
-@pytest.fixture
-def one_thread():
-    """Two cores shared with other jobs: one torch thread trains faster than two fighting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_upload_path_classifies_as_well_as_raw_tensors(capsys, one_thread):
+    # one_thread (conftest.py) is module-scoped: this is the module's last test, so it still covers
+    # just this test
     dataset = load_dataset("mnist-sample")
     config = PRESETS["seed"].replace(**{"train.epochs": 1, "train.dataset": "mnist-sample",
                                         "train.device": "cpu"})

@@ -21,14 +21,7 @@ SMALL = {"train.dataset": "digits", "model.hidden": (32,), "train.batch_size": 3
          "train.epochs": 2, "train.device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a busy 2-core machine two threads
-    per op make every step wait on the scheduler (measured: 15x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
