@@ -26,6 +26,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from dlcore.dataset import Dataset, split_train
+from dlcore.paths import home_dir
 
 FEATURE_KINDS = ("pixels", "handmade")
 MAX_FEATURES_NAMES = ("sqrt", "log2")
@@ -88,11 +89,6 @@ class BaselineResult:
     tree_nodes: int
     status: str  # "finished" | "stopped"
     from_cache: bool
-
-
-def home_dir() -> Path:
-    """The app's home folder: `$DLLAB_HOME`, else `~/.dllab` (the same rule as the run store)."""
-    return Path(os.environ.get("DLLAB_HOME", "~/.dllab")).expanduser()
 
 
 def default_cache_dir() -> Path:

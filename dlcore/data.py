@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import http.client
 import io
-import os
 import pickle
 import socket
 import tarfile
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from dlcore.dataset import Dataset, DatasetError
+from dlcore.paths import home_dir
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "default_data_dir",
            "describe_source", "download_dataset", "load_dataset", "load_with_fallback", "read_idx"]
@@ -82,8 +82,7 @@ class _NotFound(DatasetError):
 
 def default_data_dir() -> Path:
     """$DLLAB_HOME/data, with DLLAB_HOME defaulting to ~/.dllab."""
-    home = os.environ.get("DLLAB_HOME") or str(Path.home() / ".dllab")
-    return Path(home).expanduser() / "data"
+    return home_dir() / "data"
 
 
 def _info(name: str) -> DatasetInfo:

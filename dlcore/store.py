@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from dlcore.paths import home_dir
+
 SCHEMA_VERSION = 1
 STATUSES = ("running", "finished", "stopped", "diverged", "failed", "interrupted")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
@@ -34,11 +36,6 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 class StoreError(Exception):
     """A run that does not exist, or a request the store cannot honour; the message says which."""
-
-
-def home_dir() -> Path:
-    """The app's home folder: `$DLLAB_HOME`, else `~/.dllab`."""
-    return Path(os.environ.get("DLLAB_HOME", "~/.dllab")).expanduser()
 
 
 def _migrate(conn: sqlite3.Connection, from_version: int) -> None:
