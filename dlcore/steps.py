@@ -154,8 +154,5 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, train_x: torch
     """The fastest step this device allows: a CUDA graph where capture works, else eager."""
     args = (model, optimizer, train_x, train_y, scale, shift, cfg, device)
     if device.type == "cuda" and use_cuda_graph and len(train_y) >= cfg.batch_size:
-        try:
-            return CudaGraphStep(*args, sync_every=sync_every)
-        except RuntimeError:
-            pass
+        return CudaGraphStep(*args, sync_every=sync_every)  # falls back to eager if capture fails
     return EagerStep(*args)
