@@ -1,0 +1,1 @@
+"""The engine: config, data, models, the training step and loop, devices."""
