@@ -60,7 +60,10 @@ def device_panel() -> None:
     choices = ["auto", *available_devices()]
     st.sidebar.selectbox("Device", choices, key="device", persist_state="session",
                          format_func=lambda d: "best available" if d == "auto" else d)
-    st.sidebar.caption(f"**Training on:** {describe_device(st.session_state.get('device', 'auto'))}")
+    device = describe_device(st.session_state.get("device", "auto"))
+    manager = common.manager()
+    runner = f", in {manager.runner.describe()}" if manager is not None else ""
+    st.sidebar.caption(f"**Training on:** {device}{runner}")
 
 
 def job_panel() -> None:

@@ -23,7 +23,7 @@ from dlcore.config import PRESETS  # noqa: E402
 from dlcore.data import load_dataset, load_with_fallback  # noqa: E402
 from dlcore.devices import resolve_device  # noqa: E402
 from dlcore.figures import batch_loss_figure, epoch_curves_figure  # noqa: E402
-from dlcore.jobs import REDRAW_SECONDS, JobManager, TrainingJob  # noqa: E402
+from dlcore.runs.jobs import REDRAW_SECONDS, JobManager, TrainingJob  # noqa: E402
 from dlcore.train import train  # noqa: E402
 
 

@@ -1,4 +1,8 @@
-"""Training that writes itself into the run history as it goes: a row at start, one per epoch."""
+"""Training that writes itself into the run history as it goes: a row at start, one per epoch.
+
+`RunRecorder` is the one rule for what goes into the store and when; the CLI uses it around an
+in-process `train`, and a job applies it to the events a runner sends back from wherever it trains.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,37 @@ from dlcore.store import RunStore
 from dlcore.train import EpochEnd, Event, TrainResult, train
 
 
+class RunRecorder:
+    """Records one run in `store`: `start` adds its row, `event` each finished epoch, then `finish`
+    or `fail`. With no store every call does nothing and `run_id` stays None."""
+
+    def __init__(self, store: RunStore | None, config: RunConfig, dataset: str,
+                 name: str | None = None) -> None:
+        self.store, self.config, self.dataset, self.name = store, config, dataset, name
+        self.run_id: int | None = None
+
+    def start(self, device: str) -> int | None:
+        if self.store is not None and self.run_id is None:
+            self.run_id = self.store.start_run(self.config.to_dict(), dataset=self.dataset,
+                                               device=device, name=self.name)
+        return self.run_id
+
+    def event(self, event: Event) -> None:
+        if self.run_id is not None and isinstance(event, EpochEnd):
+            self.store.add_epoch(self.run_id, event.metrics.as_dict())
+
+    def finish(self, result: TrainResult) -> None:
+        if self.run_id is not None:
+            self.store.finish_run(self.run_id, result.status,
+                                  metrics={**result.final_metrics(), "params": result.params},
+                                  duration_s=result.seconds, message=result.message,
+                                  state_dict=result.state_dict)
+
+    def fail(self, message: str) -> None:
+        if self.run_id is not None:
+            self.store.finish_run(self.run_id, "failed", message=message)
+
+
 def train_recorded(
     config: RunConfig,
     dataset: Dataset,
@@ -20,31 +55,22 @@ def train_recorded(
     on_event: Callable[[Event], None] | None = None,
     stop: threading.Event | None = None,
     name: str | None = None,
-    on_start: Callable[[int], None] | None = None,
 ) -> tuple[TrainResult, int | None]:
-    """Train, recording the run in `store` (when given) so a crash loses at most one epoch."""
-    if store is None:
-        return train(config, dataset, on_event=on_event, stop=stop), None
+    """Train in this process, recording the run in `store` (when given) so a crash loses at most
+    one epoch."""
     config.validate()
-    run_id = store.start_run(config.to_dict(), dataset=dataset.name,
-                             device=describe_device(config.train.device),
-                             name=name)
-    if on_start is not None:
-        on_start(run_id)
+    recorder = RunRecorder(store, config, dataset.name, name)
+    recorder.start(describe_device(config.train.device))
 
     def forward(event: Event) -> None:
-        if isinstance(event, EpochEnd):
-            store.add_epoch(run_id, event.metrics.as_dict())
+        recorder.event(event)
         if on_event is not None:
             on_event(event)
 
     try:
         result = train(config, dataset, on_event=forward, stop=stop)
     except BaseException as exc:
-        store.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}")
+        recorder.fail(f"{type(exc).__name__}: {exc}")
         raise
-    store.finish_run(run_id, result.status,
-                     metrics={**result.final_metrics(), "params": result.params},
-                     duration_s=result.seconds, message=result.message,
-                     state_dict=result.state_dict)
-    return result, run_id
+    recorder.finish(result)
+    return result, recorder.run_id

@@ -43,7 +43,9 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """A live reading during an epoch; `loss` is smoothed over recent steps."""
+    """A live reading during an epoch; `loss` is smoothed over recent steps, and `points` holds
+    every (step, smoothed loss) reading since the previous event, so a live curve can be the same
+    curve as the finished run's `batch_losses`."""
 
     epoch: int
     epochs: int
@@ -53,6 +55,7 @@ class BatchProgress:
     loss: float
     samples_per_s: float
     eta_s: float
+    points: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def train(
     best_val, best_state, since_best = math.inf, None, 0
     global_step = 0
     last_emit = 0.0
+    emitted = 0  # how many of result.batch_losses the events have carried so far
 
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
@@ -183,8 +187,10 @@ def train(
                 done = (i + 1) * batch
                 rate = done / elapsed if elapsed > 0 else 0.0
                 left = (steps_per_epoch - i - 1 + (cfg.epochs - epoch) * steps_per_epoch) * batch
+                points = tuple(result.batch_losses[emitted:])
+                emitted = len(result.batch_losses)
                 emit(BatchProgress(epoch, cfg.epochs, global_step, i + 1, steps_per_epoch,
-                                   smoothed, rate, left / rate if rate else 0.0))
+                                   smoothed, rate, left / rate if rate else 0.0, points))
         if result.status != "finished":
             break
 

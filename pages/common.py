@@ -1,13 +1,15 @@
 """What every page shares: the cached dataset, the one run store, the job manager, session state.
 
 Session state keys: "dataset", "data_dir", "device" (sidebar widgets), "config" (the RunConfig the
-Train page's widgets describe), "job" (this session's TrainingJob), "opened_run" (a run id from the
-history that the inspection pages show instead of the last job).
+Train page's widgets describe), "job" (this session's TrainingJob), "owner" (this session's id in the
+job queue), "opened_run" (a run id from the history that the inspection pages show instead of the
+last job).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 
 import streamlit as st
 
@@ -15,7 +17,8 @@ from dlcore.config import PRESETS, RunConfig
 from dlcore.data import DATASETS, load_dataset, load_with_fallback
 from dlcore.dataset import Dataset, DatasetError
 from dlcore.inspection import RunView, view_from_result, view_from_store
-from dlcore.jobs import JobManager, TrainingJob, default_manager
+from dlcore.runs.jobs import JobManager, TrainingJob, default_manager
+from dlcore.runs.runners import RunnerError
 from dlcore.store import RunStore
 
 DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
@@ -38,8 +41,21 @@ def store() -> RunStore:
     return run_store(os.environ.get("DLLAB_HOME", ""))
 
 
-def manager() -> JobManager:
-    return default_manager()
+def manager() -> JobManager | None:
+    """The server's job manager, its runner warming up in the background; None (with the reason
+    shown) when the runner that DLLAB_RUNNER names cannot be had."""
+    try:
+        found = default_manager()
+        found.runner.warm()
+    except (RunnerError, OSError) as exc:
+        st.error(f"Training is not available on this server: {exc}")
+        return None
+    return found
+
+
+def owner() -> str:
+    """This browser session's place in the queue: one waiting job per owner."""
+    return st.session_state.setdefault("owner", uuid.uuid4().hex[:12])
 
 
 def current_dataset() -> tuple[Dataset, str | None]:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
 from dlcore.devices import resolve_device
+from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
 from dlcore.formstate import (
     BATCH_OPTIONS,
@@ -23,7 +24,6 @@ from dlcore.formstate import (
     widget_values,
     with_value,
 )
-from dlcore.jobs import REDRAW_SECONDS, JobSnapshot, TrainingJob
 from dlcore.models import describe_layers
 from dlcore.querystate import (
     SLIDER_RANGES,
@@ -34,6 +34,7 @@ from dlcore.querystate import (
     link_url,
     should_apply,
 )
+from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, JobSnapshot, TrainingJob
 from pages import common
 
 S = st.session_state
@@ -143,7 +144,24 @@ def link_panel(config) -> None:
 def layer_table(config, dataset) -> None:
     rows = describe_layers(config.model, dataset.shape, dataset.num_classes)
     total = sum(r.params for r in rows)
-    st.metric("Parameters", f"{total:,}")
+    memory = estimate_memory(config, dataset.shape, dataset.num_classes, len(dataset.train_y),
+                             len(dataset.test_y))
+    manager = common.manager()
+    try:
+        limit = memory_limit(config.train.device, manager.max_jobs if manager else None)
+    except ValueError as exc:
+        limit, limit_text = None, str(exc)
+    else:
+        limit_text = f"one run may use {format_bytes(limit)} here"
+    params_col, memory_col = st.columns(2)
+    params_col.metric("Parameters", f"{total:,}")
+    memory_col.metric("Memory (estimate)", format_bytes(memory.total), help=memory.describe())
+    if limit is not None and memory.total > limit:
+        st.warning(f"Too big to train here: about {format_bytes(memory.total)} of memory, and "
+                   f"{limit_text}. A smaller batch size, narrower layers or fewer channels, or "
+                   "pooling make it fit.")
+    else:
+        st.caption(f"Memory: {memory.describe()}; {limit_text}.")
     frame = pd.DataFrame({"layer": [r.name for r in rows],
                           "output shape": [" × ".join(map(str, r.output_shape)) for r in rows],
                           "parameters": [r.params for r in rows]})
@@ -151,13 +169,17 @@ def layer_table(config, dataset) -> None:
 
 
 def start_training(config, dataset) -> None:
+    manager = common.manager()
+    if manager is None:
+        return
     try:
         resolve_device(config.train.device)
-        job = TrainingJob(config, dataset, store=common.store())
-    except ConfigError as exc:
+        job = TrainingJob(config, dataset, store=common.store(), owner=common.owner(),
+                          data_dir=S.get("data_dir", "").strip() or None)
+        manager.submit(job)
+    except (ConfigError, JobRefused) as exc:
         st.error(f"Cannot start: {exc}")
         return
-    common.manager().submit(job)
     previous = common.current_job()
     if previous is not None and previous.snapshot().run_id is not None:  # for the Lessons page
         S["session_runs"] = [*S.get("session_runs", []), previous.snapshot().run_id]
@@ -169,7 +191,10 @@ def draw_status(snap: JobSnapshot) -> None:
     final = snap.result.final if snap.result else None
     acc = f" Test accuracy {final.test_acc:.2%}." if final else ""
     if snap.state == "queued":
-        st.info(f"Waiting for the device: place {snap.queue_position} in the queue.")
+        wait = ("" if snap.expected_wait_s is None
+                else f" Expected wait about {max(1, round(snap.expected_wait_s)):,} s.")
+        st.info(f"Waiting for the device: place {snap.queue_position} in the queue.{wait} "
+                "Your curves appear here once your run starts.")
     elif snap.state == "running":
         p = snap.progress
         if p is None:
@@ -189,6 +214,22 @@ def draw_status(snap: JobSnapshot) -> None:
         st.error(f"Training failed: {snap.message}")
 
 
+def cached_figure(name: str, key: tuple, build):
+    """The figure built for `key` last time, or a new one: nothing is rebuilt when nothing changed."""
+    cached = S.get(name)
+    if cached is None or cached[0] != key:
+        cached = (key, build())
+        S[name] = cached
+    return cached[1]
+
+
+def redraw_mode(snap: JobSnapshot | None) -> str | None:
+    """How the live panel reruns: often while running, slowly while queued, not at all after."""
+    if snap is None or not snap.active:
+        return None
+    return snap.state
+
+
 def live_panel() -> None:
     job = common.current_job()
     if job is None:
@@ -196,16 +237,16 @@ def live_panel() -> None:
         return
     snap = job.snapshot()
     draw_status(snap)
-    st.plotly_chart(batch_loss_figure(snap.batch_losses), key="curve_batch")
-    cached = S.get("_epoch_figure")
-    if cached is None or cached[0] != (id(job), len(snap.history)):  # redraw only on a new epoch
-        cached = ((id(job), len(snap.history)), epoch_curves_figure([m.as_dict() for m in snap.history]))
-        S["_epoch_figure"] = cached
-    st.plotly_chart(cached[1], key="curve_epochs")
-    if S.get("_was_active") and not snap.active:
-        S["_was_active"] = False
-        st.rerun()  # once, so the buttons and the other pages see the finished run
-    S["_was_active"] = snap.active
+    if snap.state != "queued":  # a queued job's page draws only its place in line
+        st.plotly_chart(cached_figure("_loss_figure", (job.id, snap.version),
+                                      lambda: batch_loss_figure(snap.batch_losses)),
+                        key="curve_batch")
+        st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history)),
+                                      lambda: epoch_curves_figure([m.as_dict() for m in snap.history])),
+                        key="curve_epochs")
+    if S.get("_redraw_mode") != redraw_mode(snap):
+        S["_redraw_mode"] = redraw_mode(snap)
+        st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow
 
 
 st.title("Train a network")
@@ -243,7 +284,10 @@ with right:
         job.stop()
     if active:
         st.caption("Changing settings now applies to the next run, not this one.")
-    st.fragment(run_every=REDRAW_SECONDS if active else None)(live_panel)()
+    mode = redraw_mode(job.snapshot()) if job is not None else None
+    S["_redraw_mode"] = mode
+    pace = {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(mode)
+    st.fragment(run_every=pace)(live_panel)()
     if config is not None:
         with st.expander("Layer table", expanded=True):
             layer_table(config, dataset)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dlcore.jobs import TrainingJob
+from dlcore.runs.jobs import TrainingJob
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

@@ -1,7 +1,10 @@
-"""Background training jobs: the thread, live snapshots, stop, the queue and the orphan reaper."""
+"""Training jobs through each runner (thread, process, ray): live snapshots, stop, the fair queue,
+the orphan reaper, failures, and a worker process that dies."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -9,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import dlcore.jobs as jobs_module
+import dlcore.runs.jobs as jobs_module
+import dlcore.runs.thread_runner as thread_runner_module
 from dlcore.config import ConfigError, RunConfig
 from dlcore.data import load_dataset
 from dlcore.dataset import Dataset
-from dlcore.jobs import JobManager, JobSnapshot, TrainingJob
+from dlcore.runs.jobs import JobManager, JobRefused, JobSnapshot, TrainingJob, expected_wait
+from dlcore.runs.runner import DatasetSource
 from dlcore.store import RunStore
 from dlcore.train import BatchProgress
 
@@ -28,6 +33,46 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
     return load_dataset("digits")
+
+
+def _ray_runner():
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("the ray runner cannot be tested in CI: ray is not installed")
+        pytest.skip("ray is not installed (pip install -r requirements-ray.txt)")
+    from dlcore.runs.ray_runner import RayRunner
+
+    ray.init(num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False,
+             log_to_driver=False, ignore_reinit_error=True)
+    return RayRunner(2)
+
+
+@pytest.fixture(scope="module", params=["thread", "process", "ray"])
+def runner(request):
+    """One runner of each kind with two slots, shared by a module's tests (a process pool or a Ray
+    instance takes seconds to start); each test's manager uses as many slots as it asks for."""
+    if request.param == "ray":
+        made = _ray_runner()
+    else:
+        from dlcore.runs.runners import make_runner
+
+        made = make_runner(request.param, 2)
+    made.warm()
+    yield made
+    made.close()
+    if request.param == "ray":
+        import ray
+
+        ray.shutdown()
+
+
+@pytest.fixture
+def manager_of(runner):
+    def make(max_jobs: int = 1, orphan_seconds: float = 600) -> JobManager:
+        return JobManager(max_jobs=max_jobs, orphan_seconds=orphan_seconds, runner=runner)
+    return make
 
 
 @pytest.fixture
@@ -54,48 +99,60 @@ def until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     return predicate()
 
 
-def long_job(digits: Dataset, started: list[TrainingJob]) -> TrainingJob:
+def long_job(digits: Dataset, started: list[TrainingJob], owner: str = "long") -> TrainingJob:
     """A job that trains until it is stopped (500 epochs)."""
-    job = TrainingJob(config(**{"train.epochs": 500}), digits)
+    job = TrainingJob(config(**{"train.epochs": 500}), digits, owner=owner)
     started.append(job)
     return job
 
 
-def test_a_job_trains_in_its_own_thread_and_finishes(digits: Dataset, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+def test_a_job_trains_through_the_runner_and_finishes(digits: Dataset, tmp_path: Path, runner,
+                                                      manager_of) -> None:
     store = RunStore(tmp_path)
-    threads: set[str] = set()
-    real = TrainingJob._on_event
-
-    def on_event(self, event) -> None:
-        threads.add(threading.current_thread().name)
-        real(self, event)
-    monkeypatch.setattr(TrainingJob, "_on_event", on_event)
-
-    manager = JobManager(max_jobs=1)
-    job = manager.submit(TrainingJob(config(), digits, store=store, name="thread test"))
-    assert job.thread.daemon and job.thread is not threading.current_thread()
+    manager = manager_of(1)
+    job = manager.submit(TrainingJob(config(), digits, store=store, name="runner test"))
     assert job.wait(WAIT)
     snap = job.snapshot()
-    assert snap.state == "finished" and not snap.active
+    assert snap.state == "finished" and not snap.active, snap.message
     assert [m.epoch for m in snap.history] == [1, 2]
     assert snap.batch_losses and snap.result is not None and snap.result.status == "finished"
     assert snap.queue_position is None and snap.config == job.config
     assert snap.first_layer is not None and snap.first_layer.shape == (32, 64)
-    assert threads == {"dllab-training"}
+    assert snap.place  # where it trained, in words
+    if runner.name == "process":  # trained in a worker, not in this process
+        assert f"pid {os.getpid()}" not in snap.place and "pid" in snap.place
     assert manager.counts() == (0, 0)
     run = store.get_run(snap.run_id)
-    assert (run["status"], run["name"]) == ("finished", "thread test")
+    assert (run["status"], run["name"]) == ("finished", "runner test")
+    assert len(store.epochs(snap.run_id)) == 2
+    weights = store.load_weights(snap.run_id)
+    assert set(weights) == set(snap.result.state_dict)
     assert len(store.list_runs()) == 1
 
 
-def test_a_second_job_waits_in_the_queue_until_the_first_ends(digits: Dataset, jobs_to_stop) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=600)
+def test_the_live_curve_is_the_finished_runs_curve(digits: Dataset, manager_of) -> None:
+    job = manager_of(1).submit(TrainingJob(config(**{"train.epochs": 5, "train.batch_size": 8}), digits))
+    live = []
+    while not job.wait(0.05):
+        live.append(job.snapshot().batch_losses)
+    final = job.snapshot()
+    steps = len(final.result.batch_losses)
+    assert steps > 400 and len(final.batch_losses) <= 401  # downsampled, however long the run
+    assert final.batch_losses[-1] == final.result.batch_losses[-1]
+    grown = [points for points in live if points]
+    assert grown, "no live points while it trained"
+    for points in grown:  # the same curve, finer while it is shorter: nothing moves or reshapes
+        last_step = points[-1][0]
+        assert set(p for p in final.batch_losses if p[0] <= last_step) <= set(points)
+
+
+def test_a_second_job_waits_in_the_queue_until_the_first_ends(digits: Dataset, jobs_to_stop,
+                                                              manager_of) -> None:
+    manager = manager_of(1)
     first = manager.submit(long_job(digits, jobs_to_stop))
     assert until(lambda: first.snapshot().progress is not None)
     assert first.snapshot().state == "running"
-    second = TrainingJob(config(), digits)
+    second = TrainingJob(config(), digits, owner="second")
     jobs_to_stop.append(second)
     manager.submit(second)
     for _ in range(10):  # it stays queued, first in line, while the first job trains
@@ -114,11 +171,28 @@ def test_a_second_job_waits_in_the_queue_until_the_first_ends(digits: Dataset, j
     assert manager.counts() == (0, 0)
 
 
-def test_stopping_a_queued_job_removes_it_from_the_queue(digits: Dataset, jobs_to_stop) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=600)
+def test_one_waiting_job_per_owner(digits: Dataset, jobs_to_stop, manager_of) -> None:
+    manager = manager_of(1)
+    manager.submit(long_job(digits, jobs_to_stop, owner="ana"))
+    waiting = TrainingJob(config(), digits, owner="ana")
+    jobs_to_stop.append(waiting)
+    manager.submit(waiting)  # ana's first job runs, so one may wait
+    with pytest.raises(JobRefused, match="one waiting run"):
+        manager.submit(TrainingJob(config(), digits, owner="ana"))
+    other = TrainingJob(config(), digits, owner="ben")
+    jobs_to_stop.append(other)
+    manager.submit(other)  # someone else still gets in line, behind ana's
+    assert until(lambda: (waiting.snapshot().queue_position, other.snapshot().queue_position) == (1, 2))
+    assert manager.counts() == (1, 2)
+
+
+def test_stopping_a_queued_job_removes_it_from_the_queue(digits: Dataset, jobs_to_stop,
+                                                         manager_of) -> None:
+    manager = manager_of(1)
     first = manager.submit(long_job(digits, jobs_to_stop))
     assert until(lambda: first.snapshot().state == "running")
-    second, third = TrainingJob(config(), digits), TrainingJob(config(), digits)
+    second = TrainingJob(config(), digits, owner="second")
+    third = TrainingJob(config(), digits, owner="third")
     jobs_to_stop += [second, third]
     manager.submit(second)
     manager.submit(third)
@@ -138,16 +212,30 @@ def test_stopping_a_queued_job_removes_it_from_the_queue(digits: Dataset, jobs_t
     assert third.snapshot().state == "finished"
 
 
-def test_two_slots_run_two_jobs_at_once(digits: Dataset, jobs_to_stop) -> None:
-    manager = JobManager(max_jobs=2, orphan_seconds=600)
-    a = manager.submit(long_job(digits, jobs_to_stop))
-    b = manager.submit(long_job(digits, jobs_to_stop))
+def test_two_slots_run_two_jobs_at_once(digits: Dataset, jobs_to_stop, manager_of) -> None:
+    manager = manager_of(2)
+    a = manager.submit(long_job(digits, jobs_to_stop, owner="a"))
+    b = manager.submit(long_job(digits, jobs_to_stop, owner="b"))
     assert until(lambda: a.snapshot().state == b.snapshot().state == "running")
     assert manager.counts() == (2, 0)
+    assert until(lambda: a.snapshot().progress is not None and b.snapshot().progress is not None)
 
 
-def test_an_orphaned_job_is_stopped_by_the_manager(digits: Dataset, jobs_to_stop) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=1)
+def test_stop_ends_a_running_job_and_keeps_its_epochs(digits: Dataset, tmp_path: Path,
+                                                      manager_of) -> None:
+    store = RunStore(tmp_path)
+    job = manager_of(1).submit(TrainingJob(config(**{"train.epochs": 500}), digits, store=store))
+    assert until(lambda: len(job.snapshot().history) >= 1)
+    job.stop()
+    assert job.wait(WAIT)
+    snap = job.snapshot()
+    assert snap.state == "stopped" and 1 <= len(snap.history) < 500
+    assert snap.result is not None and snap.result.state_dict
+    assert store.get_run(snap.run_id)["status"] == "stopped"
+
+
+def test_an_orphaned_job_is_stopped_by_the_manager(digits: Dataset, jobs_to_stop, manager_of) -> None:
+    manager = manager_of(1, orphan_seconds=1)
     job = manager.submit(long_job(digits, jobs_to_stop))
     # nobody calls snapshot(): within a few seconds the reaper stops it
     assert job.wait(WAIT)
@@ -157,10 +245,10 @@ def test_an_orphaned_job_is_stopped_by_the_manager(digits: Dataset, jobs_to_stop
     assert len(snap.history) < 500
 
 
-def test_an_orphaned_queued_job_leaves_the_queue(digits: Dataset, jobs_to_stop) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=1)
+def test_an_orphaned_queued_job_leaves_the_queue(digits: Dataset, jobs_to_stop, manager_of) -> None:
+    manager = manager_of(1, orphan_seconds=1)
     first = manager.submit(long_job(digits, jobs_to_stop))
-    waiting = TrainingJob(config(), digits)
+    waiting = TrainingJob(config(), digits, owner="waiting")
     jobs_to_stop.append(waiting)
     manager.submit(waiting)
     stop_watching = threading.Event()
@@ -180,9 +268,8 @@ def test_an_orphaned_queued_job_leaves_the_queue(digits: Dataset, jobs_to_stop) 
         watcher.join()
 
 
-def test_snapshot_is_safe_from_other_threads_while_training(digits: Dataset) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=600)
-    job = manager.submit(TrainingJob(config(**{"train.epochs": 4}), digits))
+def test_snapshot_is_safe_from_other_threads_while_training(digits: Dataset, manager_of) -> None:
+    job = manager_of(1).submit(TrainingJob(config(**{"train.epochs": 4}), digits))
     seen: list[list[JobSnapshot]] = [[] for _ in range(4)]
     errors: list[BaseException] = []
 
@@ -206,6 +293,8 @@ def test_snapshot_is_safe_from_other_threads_while_training(digits: Dataset) -> 
     for mine in seen:
         states = [order.index(snap.state) for snap in mine]
         assert states == sorted(states)  # never back to an earlier state
+        versions = [snap.version for snap in mine]
+        assert versions == sorted(versions)
         lengths = [len(snap.history) for snap in mine]
         assert lengths == sorted(lengths) and max(lengths, default=0) <= 4
         for snap in mine:
@@ -215,36 +304,103 @@ def test_snapshot_is_safe_from_other_threads_while_training(digits: Dataset) -> 
             assert snap.progress is None or isinstance(snap.progress, BatchProgress)
     running = [snap for mine in seen for snap in mine if snap.state == "running"]
     assert running, "no snapshot caught the job while it trained"
-    assert any(snap.progress is not None for snap in running)
 
 
-def test_a_watched_job_is_not_orphaned(digits: Dataset) -> None:
-    manager = JobManager(max_jobs=1, orphan_seconds=1)
-    job = manager.submit(TrainingJob(config(**{"train.epochs": 20}), digits))
+def test_a_watched_job_is_not_orphaned(digits: Dataset, manager_of) -> None:
+    job = manager_of(1, orphan_seconds=1).submit(TrainingJob(config(**{"train.epochs": 20}), digits))
     while not job.done.wait(0.1):
         job.snapshot()
     assert job.snapshot().state == "finished"
 
 
-def test_a_crash_in_training_is_reported_and_frees_the_slot(digits: Dataset,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args, **kwargs):
-        raise RuntimeError("boom")
-    monkeypatch.setattr(jobs_module, "train_recorded", boom)
-    manager = JobManager(max_jobs=1, orphan_seconds=600)
-    job = manager.submit(TrainingJob(config(), digits))
+def test_a_failure_in_training_is_reported_and_frees_the_slot(
+        digits: Dataset, tmp_path: Path, runner, manager_of, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RunStore(tmp_path)
+    manager = manager_of(1)
+    job = TrainingJob(config(), digits, store=store)
+    if runner.name == "thread":
+        def boom(*args, **kwargs):
+            raise RuntimeError("boom")
+        monkeypatch.setattr(thread_runner_module, "run_training", boom)
+        expected = "RuntimeError: boom"
+    else:  # the worker reads the dataset itself: point it at one that is not there
+        job.source = DatasetSource("mnist", str(tmp_path / "nowhere"), 60000, 10000)
+        expected = "No MNIST files found"
+    manager.submit(job)
     assert job.wait(WAIT)
     snap = job.snapshot()
-    assert snap.state == "failed" and "RuntimeError: boom" in snap.message
+    assert snap.state == "failed" and expected in snap.message
     assert manager.counts() == (0, 0)
     monkeypatch.undo()
     after = manager.submit(TrainingJob(config(), digits))
     assert after.wait(WAIT) and after.snapshot().state == "finished"
 
 
+def test_a_killed_worker_fails_its_job_and_the_next_job_finishes(
+        digits: Dataset, tmp_path: Path, runner, manager_of) -> None:
+    if runner.name != "process":
+        pytest.skip("only the process runner has worker processes to kill")
+    store = RunStore(tmp_path)
+    manager = manager_of(1)
+    job = manager.submit(TrainingJob(config(**{"train.epochs": 500}), digits, store=store))
+    assert until(lambda: job.snapshot().progress is not None)
+    pid = runner.busy_pid(job.id)
+    assert pid is not None and pid != os.getpid()
+    deaths = runner.deaths
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    assert job.wait(WAIT)
+    snap = job.snapshot()
+    assert snap.state == "failed"
+    assert "The training process died (killed by SIGKILL): out of memory?" in snap.message
+    assert runner.deaths == deaths + 1
+    assert store.get_run(snap.run_id)["status"] == "failed"
+    after = manager.submit(TrainingJob(config(), digits, store=store))
+    assert after.wait(WAIT)
+    assert after.snapshot().state == "finished", after.snapshot().message
+    assert pid not in runner.pids()
+
+
+def test_a_run_over_the_memory_limit_is_refused_before_it_starts(
+        digits: Dataset, manager_of, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = manager_of(1)
+    monkeypatch.setenv("DLLAB_MAX_JOB_MEMORY", "800M")
+    big = TrainingJob(config(**{"model.hidden": (4096, 4096, 4096)}), digits, owner="big")
+    assert big.memory.total > 800e6
+    with pytest.raises(JobRefused, match=r"about \d.* GB of memory.*more than the 800 MB"):
+        manager.submit(big)
+    assert manager.counts() == (0, 0) and not big.thread.is_alive()
+    small = manager.submit(TrainingJob(config(), digits, owner="small"))  # under the limit
+    assert small.memory.total < 800e6
+    assert small.wait(WAIT) and small.snapshot().state == "finished"
+    monkeypatch.setenv("DLLAB_MAX_JOB_MEMORY", "lots")
+    with pytest.raises(JobRefused, match="DLLAB_MAX_JOB_MEMORY"):
+        manager.submit(TrainingJob(config(), digits, owner="small"))
+
+
 def test_a_job_refuses_a_bad_config_at_once(digits: Dataset) -> None:
     with pytest.raises(ConfigError, match="train.lr"):
         TrainingJob(config(**{"train.lr": 0.0}), digits)
+
+
+def test_expected_wait_fills_the_slots_in_order() -> None:
+    assert expected_wait([], [], 1) == 0.0
+    assert expected_wait([30.0], [], 1) == 30.0
+    assert expected_wait([30.0], [10.0, 20.0], 1) == 60.0
+    assert expected_wait([30.0, 5.0], [10.0], 2) == 15.0  # the job ahead takes the slot free at 5
+    assert expected_wait([30.0], [10.0], 2) == 10.0  # a free slot takes the job ahead at once
+    assert expected_wait([None], [], 1) is None and expected_wait([3.0], [None], 1) is None
+
+
+def test_a_queued_job_sees_its_expected_wait(digits: Dataset, jobs_to_stop, manager_of) -> None:
+    manager = manager_of(1)
+    first = manager.submit(long_job(digits, jobs_to_stop))
+    assert until(lambda: first.snapshot().progress is not None)
+    second = TrainingJob(config(), digits, owner="second")
+    jobs_to_stop.append(second)
+    manager.submit(second)
+    snap = second.snapshot()
+    assert snap.queue_position == 1
+    assert snap.expected_wait_s == pytest.approx(first.snapshot().progress.eta_s, rel=0.5)
 
 
 def test_default_manager_is_one_per_process() -> None:

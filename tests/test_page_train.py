@@ -1,0 +1,93 @@
+"""AppTest: the Train page's layer table with its memory estimate, the memory guard, a queued run's
+place in line, and the downsampled live curve, through the default (process) runner."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from apphelpers import chart_keys, chart_spec, click_train, plotly_array, start_app, train_run
+
+from dlcore.config import RunConfig
+from dlcore.data import load_with_fallback
+from dlcore.runs.curve import MAX_POINTS
+from dlcore.runs.jobs import TrainingJob, default_manager
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_layer_table_shows_parameters_and_a_memory_estimate(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    assert not at.exception
+    shown = metrics(at)
+    assert shown["Parameters"] == "535,818"
+    assert shown["Memory (estimate)"].endswith(("MB", "GB"))
+    assert any("one run may use" in c.value for c in at.caption)
+    assert not any("Too big" in w.value for w in at.warning)
+
+
+def test_a_run_over_the_memory_limit_is_refused_with_its_estimate(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_MAX_JOB_MEMORY", "300M")
+    at = start_app(monkeypatch, tmp_path)
+    warning = next(w.value for w in at.warning if "Too big to train here" in w.value)
+    estimate = metrics(at)["Memory (estimate)"]
+    assert f"about {estimate} of memory" in warning and "300 MB" in warning
+    at.button(key="train_button").click().run()
+    assert not at.exception
+    refusal = next(e.value for e in at.error if e.value.startswith("Cannot start"))
+    assert f"about {estimate} of memory" in refusal
+    assert "more than the 300 MB one run may use" in refusal
+    assert "job" not in at.session_state
+
+
+def test_a_queued_run_shows_its_place_and_no_charts(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    sample, _ = load_with_fallback("mnist")
+    manager = default_manager()
+    other = manager.submit(TrainingJob(  # another student's long run holds the only slot
+        RunConfig().replace(**{"train.epochs": 500, "train.dataset": sample.name,
+                               "model.hidden": (16,), "train.device": "cpu"}),
+        sample, owner="another student"))
+    try:
+        deadline = time.monotonic() + 120
+        while other.snapshot().progress is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        at.switch_page("pages/train.py").run()
+        at.button(key="train_button").click().run()
+        assert not at.exception
+        place = next(i.value for i in at.info if "Waiting for the device" in i.value)
+        assert "place 1 in the queue" in place and "Expected wait about" in place
+        assert chart_keys(at) == []  # a queued page draws its place, nothing else
+        assert at.button(key="stop_button").disabled is False
+        at.button(key="stop_button").click().run()
+        job = at.session_state["job"]
+        assert job.wait(60) and job.snapshot().state == "stopped"
+    finally:
+        other.stop()
+        other.wait(60)
+
+
+def test_the_loss_curve_is_downsampled_and_the_same_as_the_result(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    at.select_slider(key="train.batch_size").set_value(16)
+    job = train_run(at, epochs=2, subset=5000)
+    result = job.snapshot().result
+    assert len(result.batch_losses) > MAX_POINTS
+    spec = chart_spec(at, "curve_batch")
+    x = plotly_array(spec["data"][0]["x"])
+    assert len(x) <= MAX_POINTS + 1 and x[-1] == result.batch_losses[-1][0]
+    assert np.all(np.diff(x) > 0)
+    at.run()  # nothing changed: the same figure again
+    assert chart_spec(at, "curve_batch") == spec
+
+
+def test_pressing_train_twice_in_a_row(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    at.slider(key="train.epochs").set_value(1)
+    at.select_slider(key="train.train_subset").set_value(1000)
+    first = click_train(at)
+    second = click_train(at)
+    assert first.id != second.id and second.snapshot().state == "finished"
+    assert any("Finished." in s.value for s in at.success)
