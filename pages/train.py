@@ -38,6 +38,9 @@ from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, 
 from pages import common
 
 S = st.session_state
+# A warm worker reports its first step within a few hundredths of a second: wait that long for it
+# after Train, so this run of the page already draws the curve's first point.
+FIRST_POINT_WAIT_SECONDS = 0.5
 KEEP = dict(persist_state="session")
 R = SLIDER_RANGES
 
@@ -180,6 +183,7 @@ def start_training(config, dataset) -> None:
     except (ConfigError, JobRefused) as exc:
         st.error(f"Cannot start: {exc}")
         return
+    job.wait_for_progress(FIRST_POINT_WAIT_SECONDS)
     previous = common.current_job()
     if previous is not None and previous.snapshot().run_id is not None:  # for the Lessons page
         S["session_runs"] = [*S.get("session_runs", []), previous.snapshot().run_id]

@@ -95,6 +95,7 @@ class TrainingJob:
         self.recorder = RunRecorder(store, self.config, dataset.name, name)
         self.stop_event = threading.Event()
         self.done = threading.Event()
+        self.progressed = threading.Event()  # the first live reading arrived (or the job ended)
         self.last_seen = time.monotonic()
         self._lock = threading.Lock()
         self._state = _JobState()
@@ -120,6 +121,10 @@ class TrainingJob:
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
+    def wait_for_progress(self, timeout: float) -> bool:
+        """Until the first live reading (so a page can draw the curve's first point at once)."""
+        return self.progressed.wait(timeout)
+
     def duration_estimate(self, rate: float | None) -> float | None:
         """Seconds this job should train, given a throughput in parameter-samples per second."""
         if not rate:
@@ -138,6 +143,7 @@ class TrainingJob:
         with self._lock:
             if isinstance(event, BatchProgress):
                 self._state.progress = event
+                self.progressed.set()
                 self._curve.extend(event.points or ((event.step, event.loss),))
             elif isinstance(event, EpochEnd):
                 self._state.history.append(event.metrics)
@@ -159,6 +165,7 @@ class TrainingJob:
             if not manager.acquire(self):
                 self._set(state="stopped", message="Stopped before it started.")
                 return
+            self._set(state="running")  # "Starting…" until the runner reports its first step
             handle = manager.runner.start(JobSpec(self.id, self.config, self.source), self.dataset,
                                   self._apply)
             while not handle.wait(0.05):
@@ -177,6 +184,7 @@ class TrainingJob:
         finally:
             manager.release(self)
             self.done.set()
+            self.progressed.set()
 
     def _fail(self, message: str) -> None:
         try:

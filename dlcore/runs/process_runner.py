@@ -75,6 +75,7 @@ def _worker_main(tasks: Connection, events: Connection, stop_word, threads: int)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal is the server's
     if threads > 0:
         torch.set_num_threads(threads)
+    _warm_up()
     while True:
         try:
             task = tasks.recv()
@@ -97,6 +98,25 @@ def _worker_main(tasks: Connection, events: Connection, stop_word, threads: int)
                 events.send((spec.job_id, (_FAILED, failure_text(exc))))
             except OSError:
                 return
+
+
+def _warm_up() -> None:
+    """A few steps of a tiny MLP and CNN, so the kernels and thread pools a first run would set up
+    are ready before a learner presses Train (measured: the first step of a fresh worker took 1 s)."""
+    import torch
+
+    from dlcore.config import ModelSpec
+    from dlcore.models import build_model
+
+    for spec in (ModelSpec(hidden=(8,)), ModelSpec(kind="cnn", conv_channels=(4,), dense=8)):
+        model = build_model(spec, (1, 28, 28), 10)
+        optimizer = torch.optim.Adam(model.parameters(), fused=True)
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(model(torch.rand(4, 1, 28, 28)),
+                                                     torch.zeros(4, dtype=torch.long))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
 
 
 class ProcessHandle:
