@@ -405,3 +405,25 @@ def test_a_queued_job_sees_its_expected_wait(digits: Dataset, jobs_to_stop, mana
 
 def test_default_manager_is_one_per_process() -> None:
     assert jobs_module.default_manager() is jobs_module.default_manager()
+
+
+def test_a_workers_stop_word_ends_its_run_within_one_step(digits: Dataset) -> None:
+    """What a worker process trains with: the shared stop word, read every step, meant for one job."""
+    import multiprocessing as mp
+
+    from dlcore.runs.process_runner import _SharedStop
+    from dlcore.train import train
+
+    word = mp.get_context("spawn").RawValue("q", 0)
+    seen: list[int] = []
+
+    def on_event(event) -> None:
+        if isinstance(event, BatchProgress) and not seen:
+            seen.append(event.step)
+            word.value = 7  # what ProcessHandle.stop writes for job 7, from the server's side
+    result = train(config(**{"train.epochs": 50}), digits, on_event=on_event,
+                   stop=_SharedStop(word, 7), sync_every=1)
+    assert result.status == "stopped"
+    assert result.batch_losses[-1][0] <= seen[0] + 1
+    other = train(config(**{"train.epochs": 1}), digits, stop=_SharedStop(word, 8))
+    assert other.status == "finished"  # a stop meant for job 7 does not stop job 8

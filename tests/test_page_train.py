@@ -91,3 +91,16 @@ def test_pressing_train_twice_in_a_row(tmp_path, monkeypatch):
     second = click_train(at)
     assert first.id != second.id and second.snapshot().state == "finished"
     assert any("Finished." in s.value for s in at.success)
+
+
+def test_a_runner_that_cannot_be_had_is_said_on_the_page(tmp_path, monkeypatch):
+    import dlcore.runs.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "_default_manager", None)  # as on a fresh server
+    monkeypatch.setenv("DLLAB_RUNNER", "gpu-farm")
+    at = start_app(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("Training is not available on this server" in e.value and "DLLAB_RUNNER='gpu-farm'"
+               in e.value and "process, thread, ray" in e.value for e in at.error)
+    at.button(key="train_button").click().run()
+    assert not at.exception and "job" not in at.session_state
