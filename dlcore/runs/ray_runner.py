@@ -29,9 +29,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
-import numpy as np
 import ray
 import torch
 from ray.exceptions import (
@@ -158,7 +156,7 @@ def _place() -> str:
     return f"Ray node {ray.util.get_node_ip_address()} ({node[:8]}), pid {os.getpid()}"
 
 
-def _train_job(spec: JobSpec, dataset: Dataset, hub) -> tuple[str, object]:
+def _train_job(spec: JobSpec, dataset: Dataset, hub) -> tuple[str, bytes | str]:
     """The task: `run_training` with this task's CPUs as torch threads and events to the hub."""
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
@@ -169,7 +167,8 @@ def _train_job(spec: JobSpec, dataset: Dataset, hub) -> tuple[str, object]:
         return _FAILED, failure_text(exc)
     finally:
         outbox.close()
-    return _FINISHED, to_wire(result)
+    # Pickled here, so the server's copy owns its arrays and pins nothing in the object store.
+    return _FINISHED, pickle.dumps(to_wire(result))
 
 
 def _preload() -> None:
@@ -226,9 +225,8 @@ def _ending(ref: ray.ObjectRef, stopped: bool) -> tuple[TrainResult | None, str]
         return None, failure_text(exc.cause or exc)
     except RayError as exc:
         return None, f"The Ray cluster could not run the job: {type(exc).__name__}: {exc}"
-    if status == _FINISHED:  # copied out of the object store's read-only buffers
-        return from_wire(replace(payload, state_dict={k: np.array(v) for k, v in
-                                                      payload.state_dict.items()})), ""
+    if status == _FINISHED:
+        return from_wire(pickle.loads(payload)), ""
     return None, str(payload)
 
 
@@ -343,7 +341,7 @@ class RayRunner:
                 raise RunFailed("the Ray runner has been closed")
             ref = self._datasets.get(spec.source)
             if ref is None:
-                while len(self._datasets) >= 2:  # running tasks keep their own copy alive
+                while len(self._datasets) >= 2:  # Ray keeps a running task's copy until it ends
                     self._datasets.pop(next(iter(self._datasets)))
                 ref = self._datasets[spec.source] = ray.put(dataset)
             handle = RayHandle(self, spec.job_id, self._task.remote(spec, ref, self._hub), on_event)
@@ -351,39 +349,45 @@ class RayRunner:
         return handle
 
     def _read_forever(self) -> None:
-        """Take every task's events from the hub and apply them; end the handles of ended tasks."""
         while not self._closing.is_set():
+            try:
+                self._read_once()
+            except Exception:  # noqa: BLE001 - Ray unreachable for a moment: try again
+                self._closing.wait(1.0)
+
+    def _read_once(self) -> None:
+        """Apply every event in the hub; end the handles of ended tasks; cancel unheeded Stops."""
+        with self._lock:
+            running = list(self._handles.values())
+        ended: list[RayHandle] = []
+        if running:
+            ready, _ = ray.wait([h.ref for h in running], num_returns=len(running), timeout=0)
+            ready_set = set(ready)
+            ended = [h for h in running if h.ref in ready_set]
+        try:  # after ray.wait: an ended task's last events are in the hub already
+            batches = ray.get(self._hub.take.remote(0 if ended else POLL_S))
+        except RayError:  # the hub is gone: runs still end, without their last events
+            batches = []
+            self._closing.wait(POLL_S)
+        for job_id, blob in batches:
             with self._lock:
-                running = list(self._handles.values())
-            ended: list[RayHandle] = []
-            if running:
-                ready, _ = ray.wait([h.ref for h in running], num_returns=len(running), timeout=0)
-                ready_set = set(ready)
-                ended = [h for h in running if h.ref in ready_set]
-            try:  # after ray.wait: an ended task's last events are already in the hub
-                batches = ray.get(self._hub.take.remote(0 if ended else POLL_S))
-            except RayError:
-                batches = []
-                self._closing.wait(POLL_S)
-            for job_id, blob in batches:
-                with self._lock:
-                    handle = self._handles.get(job_id)
-                for event in pickle.loads(blob) if handle is not None else ():
-                    try:
-                        handle.on_event(event)
-                    except Exception:  # noqa: BLE001 - a broken listener must not stop the reader
-                        pass
-            for handle in ended:
-                with self._lock:
-                    self._handles.pop(handle.job_id, None)
-                handle._end(*_ending(handle.ref, handle.stop_asked is not None))
-                self._hub.forget.remote(handle.job_id)
-            now = time.monotonic()
-            for handle in running:
-                if (handle not in ended and handle.stop_asked is not None and not handle.cancelled
-                        and now - handle.stop_asked > self.stop_grace_s):
-                    handle.cancelled = True
-                    ray.cancel(handle.ref, force=False)
+                handle = self._handles.get(job_id)
+            for event in pickle.loads(blob) if handle is not None else ():
+                try:
+                    handle.on_event(event)
+                except Exception:  # noqa: BLE001 - a broken listener must not stop the reader
+                    pass
+        for handle in ended:
+            with self._lock:
+                self._handles.pop(handle.job_id, None)
+            handle._end(*_ending(handle.ref, handle.stop_asked is not None))
+            self._hub.forget.remote(handle.job_id)
+        now = time.monotonic()
+        for handle in running:
+            if (handle not in ended and handle.stop_asked is not None and not handle.cancelled
+                    and now - handle.stop_asked > self.stop_grace_s):
+                handle.cancelled = True
+                ray.cancel(handle.ref, force=False)
 
     def close(self) -> None:
         """Cancel running tasks (their jobs fail), end the reader, and end Ray if this started it."""
@@ -392,10 +396,12 @@ class RayRunner:
             handles, self._handles = list(self._handles.values()), {}
             reader, hub = self._reader, self._hub
         for handle in handles:
-            ray.cancel(handle.ref, force=False)
             handle._end(None, "The server stopped its Ray runs.")
-        if hub is not None:
-            ray.kill(hub)
+        if ray.is_initialized():
+            for handle in handles:
+                ray.cancel(handle.ref, force=False)
+            if hub is not None:
+                ray.kill(hub)
         self._datasets.clear()
         if reader is not None:
             reader.join(30)  # the reader shuts Ray down if this runner started it
