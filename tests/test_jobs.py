@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -323,9 +324,14 @@ def test_a_failure_in_training_is_reported_and_frees_the_slot(
             raise RuntimeError("boom")
         monkeypatch.setattr(thread_runner_module, "run_training", boom)
         expected = "RuntimeError: boom"
-    else:  # the worker reads the dataset itself: point it at one that is not there
+    elif runner.name == "process":  # the worker reads the dataset itself: point it at nothing
         job.source = DatasetSource("mnist", str(tmp_path / "nowhere"), 60000, 10000)
         expected = "No MNIST files found"
+    else:  # a Ray task trains on the server's dataset from the object store: a broken label
+        labels = digits.train_y.clone()
+        labels[0] = 99
+        job = TrainingJob(config(), replace(digits, name="digits-broken", train_y=labels), store=store)
+        expected = "99 is out of bounds"
     manager.submit(job)
     assert job.wait(WAIT)
     snap = job.snapshot()
