@@ -24,10 +24,12 @@ from dlcore.runs.jobs import JobManager, TrainingJob  # noqa: E402
 from dlcore.runs.process_runner import ProcessRunner  # noqa: E402
 
 
-def run_at_once(manager: JobManager, config, dataset, count: int) -> tuple[float, list[float]]:
+def run_at_once(manager: JobManager, config, dataset, count: int, data_dir: str | None
+                ) -> tuple[float, list[float]]:
     """Wall seconds for `count` jobs submitted together, and each job's median epoch seconds."""
     started = time.perf_counter()
-    jobs = [manager.submit(TrainingJob(config, dataset, owner=f"bench {i}")) for i in range(count)]
+    jobs = [manager.submit(TrainingJob(config, dataset, owner=f"bench {i}", data_dir=data_dir))
+            for i in range(count)]
     for job in jobs:
         job.wait()
     wall = time.perf_counter() - started
@@ -54,17 +56,17 @@ def main() -> int:
     # DLLAB_MAX_JOBS=1: one worker with every core, the jobs one after another.
     single = ProcessRunner(1)
     try:
-        run_at_once(JobManager(runner=single, orphan_seconds=10**9), warm_up, dataset, 1)
+        run_at_once(JobManager(runner=single, orphan_seconds=10**9), warm_up, dataset, 1, args.data_dir)
         alone_wall, (alone,) = run_at_once(JobManager(runner=single, orphan_seconds=10**9),
-                                           config, dataset, 1)
+                                           config, dataset, 1, args.data_dir)
     finally:
         single.close()
     # DLLAB_MAX_JOBS=N: N workers sharing the cores (cores / N threads each), the jobs at once.
     pool = ProcessRunner(args.jobs)
     manager = JobManager(runner=pool, orphan_seconds=10**9)
     try:
-        run_at_once(manager, warm_up, dataset, args.jobs)
-        wall, medians = run_at_once(manager, config, dataset, args.jobs)
+        run_at_once(manager, warm_up, dataset, args.jobs, args.data_dir)
+        wall, medians = run_at_once(manager, config, dataset, args.jobs, args.data_dir)
     finally:
         pool.close()
     print(f"seed MLP, {args.epochs} epochs on {dataset.name} ({len(dataset.train_y):,} images), "
