@@ -1,16 +1,21 @@
 """The run history: every training run, its epochs and its weights, in one SQLite database.
 
 `runs.sqlite` (WAL mode) lives in the app's home folder (`$DLLAB_HOME`, default `~/.dllab`),
-weights beside it as `weights/<run_id>.pt`. Every method opens its own short-lived connection
-and every write is one transaction, so one `RunStore` can be shared by threads and processes
-(all sessions of a Streamlit server see one leaderboard). A file that is not a readable SQLite
-database is moved aside, never deleted, and `RunStore.notice` says where it went.
+weights beside it as `weights/<weights_key>.pt`, where `weights_key` is a random id stored with
+the run: a history that was reset can never attach an older run's weights to a new run with the
+same number. Run ids are never reused (AUTOINCREMENT). A run remembers the process recording it by
+host, PID and a start token (the process's start time, with the boot id on Linux), so a run whose
+recorder is gone is told from one whose PID now names another process. Every method opens its own
+short-lived connection and every write is one transaction, so one `RunStore` can be shared by
+threads and processes (all sessions of a Streamlit server see one leaderboard). A file that is not
+a readable SQLite database is moved aside, never deleted, and `RunStore.notice` says where it went.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import threading
@@ -24,7 +29,7 @@ import pandas as pd
 
 from dlcore.paths import home_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "finished", "stopped", "diverged", "failed", "interrupted")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "seconds")
@@ -38,24 +43,124 @@ class StoreError(Exception):
     """A run that does not exist, or a request the store cannot honour; the message says which."""
 
 
+# Schema 1's runs columns, all kept by schema 2 (which adds `pid_token` and `weights_key`).
+_V1_RUN_COLUMNS = ("id", "created", "name", "tags", "dataset", "config", "device", "status",
+                   "pid", "host", "test_acc", "test_loss", "train_acc", "train_loss", "params",
+                   "duration_s", "message")
+
+
+def _create_runs(conn: sqlite3.Connection, table: str) -> None:
+    """The schema-2 runs table: ids never reused; the recorder's start token; the weights' key."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " created TEXT NOT NULL, name TEXT, tags TEXT NOT NULL DEFAULT '[]', dataset TEXT,"
+        " config TEXT NOT NULL,"
+        " device TEXT, status TEXT NOT NULL, pid INTEGER, host TEXT, test_acc REAL,"
+        " test_loss REAL, train_acc REAL, train_loss REAL, params INTEGER, duration_s REAL,"
+        " message TEXT NOT NULL DEFAULT '', pid_token TEXT, weights_key TEXT)")
+
+
 def _migrate(conn: sqlite3.Connection, from_version: int) -> None:
-    """Bring the schema from `from_version` to SCHEMA_VERSION, in the caller's transaction."""
-    if from_version < 1:
+    """Bring the schema from `from_version` to SCHEMA_VERSION, in the caller's transaction
+    (which must have foreign keys off, or rebuilding `runs` would cascade-delete every epoch)."""
+    if from_version < 1:  # a new file: schema 2 at once
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, created TEXT NOT NULL,"
-            " name TEXT, tags TEXT NOT NULL DEFAULT '[]', dataset TEXT, config TEXT NOT NULL,"
-            " device TEXT, status TEXT NOT NULL, pid INTEGER, host TEXT, test_acc REAL,"
-            " test_loss REAL, train_acc REAL, train_loss REAL, params INTEGER, duration_s REAL,"
-            " message TEXT NOT NULL DEFAULT '')")
+        _create_runs(conn, "runs")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS epochs (run_id INTEGER NOT NULL REFERENCES runs(id)"
             " ON DELETE CASCADE, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL,"
             " val_loss REAL, val_acc REAL, test_loss REAL, test_acc REAL, seconds REAL,"
             " PRIMARY KEY (run_id, epoch))")
-    # A later release adds: `if from_version < 2: conn.execute("ALTER TABLE ...")`.
+    elif from_version < 2:
+        # AUTOINCREMENT cannot be added in place: a new table, the rows copied, then swapped.
+        # Schema-1 weights were `weights/<id>.pt`, so a migrated run's key is its id.
+        columns = ", ".join(_V1_RUN_COLUMNS)
+        _create_runs(conn, "runs_v2")
+        conn.execute(f"INSERT INTO runs_v2 ({columns}, weights_key) SELECT {columns},"
+                     " CAST(id AS TEXT) FROM runs")
+        conn.execute("DROP TABLE runs")
+        conn.execute("ALTER TABLE runs_v2 RENAME TO runs")
+        if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            raise StoreError("the run history's epochs do not match its runs after migration")
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _process_token(pid: int) -> str | None:
+    """A token naming the process `pid` that a later process with the same PID cannot share: on
+    Linux the boot id and the start time in clock ticks (/proc/<pid>/stat field 22), else psutil's
+    create time. "" when the process is surely gone (or a zombie); None when nothing can tell."""
+    try:
+        stat: str | None = Path(f"/proc/{int(pid)}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return ""  # a /proc that does not know the PID: no such process
+        stat = None
+    except OSError:  # e.g. /proc mounted with hidepid: ask psutil, else cannot tell
+        stat = None
+    if stat is not None:
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+        if fields and fields[0] in ("Z", "X"):  # fields[0] is field 3, the state: dead
+            return ""
+        if len(fields) >= 20:
+            return f"{_boot_id() or 'noboot'}:{fields[19]}"  # fields[19] is field 22 (starttime)
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return ""
+        return f"ct:{process.create_time():.3f}"
+    except psutil.NoSuchProcess:
+        return ""
+    except (psutil.Error, OSError, ValueError):
+        return None
+
+
+_OWN_TOKEN: tuple[int, str | None] | None = None
+
+
+def _own_token() -> str | None:
+    """This process's start token (computed once per process; None where none can be had)."""
+    global _OWN_TOKEN
+    pid = os.getpid()
+    if _OWN_TOKEN is None or _OWN_TOKEN[0] != pid:  # a forked child is another process
+        _OWN_TOKEN = (pid, _process_token(pid) or None)
+    return _OWN_TOKEN[1]
+
+
+def _recorder_alive(pid: int | None, token: str | None) -> bool:
+    """Whether the process that recorded a run on this host still runs: its PID must name a live
+    process with the same start token (a reused PID, PID 1 included, has another). A run with no
+    token (schema 1, or a platform where none could be had) falls back to the PID alone, and so
+    does a process whose token cannot be read now (unknown counts as alive)."""
+    if pid is None or pid <= 0:
+        return False
+    if token is None:
+        return _pid_alive(pid)
+    now = _own_token() if pid == os.getpid() else _process_token(pid)
+    if now is None:
+        return _pid_alive(pid)
+    return now == token
+
+
+def _surely_alive(row: sqlite3.Row) -> bool:
+    """Whether a run's recorder verifiably runs on this host: as `_recorder_alive`, except that a
+    PID 1 with no token (an older DL Lab in a container) is always alive yet proves nothing."""
+    if row["host"] != socket.gethostname():
+        return False
+    if row["pid_token"] is None and row["pid"] == 1 and os.getpid() != 1:
+        return False
+    return _recorder_alive(row["pid"], row["pid_token"])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -110,7 +215,7 @@ class RunStore:
                            f"moved aside to {aside} and a fresh, empty history was started.")
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-        with self._write() as conn:
+        with self._write(foreign_keys=False) as conn:  # off: rebuilding runs must not cascade
             version = self._schema_version(conn)
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer DL Lab (schema {version}, "
@@ -120,20 +225,20 @@ class RunStore:
         self.mark_interrupted()
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
             yield conn
         finally:
             conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, locked up front (BEGIN IMMEDIATE): writers queue, no deadlock."""
-        with self._connect() as conn:
+        with self._connect(foreign_keys) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -192,7 +297,8 @@ class RunStore:
 
     def start_run(self, config: dict, *, dataset: str, device: str, name: str | None = None,
                   params: int | None = None) -> int:
-        """Record a new run as 'running' by this process; returns its id."""
+        """Record a new run as 'running' by this process; returns its id (never one used before
+        in this file, even by a deleted run)."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
         try:
@@ -202,9 +308,10 @@ class RunStore:
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (created, name, dataset, config, device, status, pid, host,"
-                " params) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                " params, pid_token, weights_key) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (_now().isoformat(timespec="seconds"), name, dataset, config_json, device,
-                 os.getpid(), socket.gethostname(), None if params is None else int(params)))
+                 os.getpid(), socket.gethostname(), None if params is None else int(params),
+                 _own_token(), secrets.token_hex(8)))
             return int(cur.lastrowid)
 
     def add_epoch(self, run_id: int, metrics: dict) -> None:
@@ -232,9 +339,12 @@ class RunStore:
             raise StoreError(f"final metrics may be only {', '.join(FINAL_COLUMNS)}; "
                              f"got {sorted(unknown)}")
         with self._connect() as conn:
-            self._require(conn, run_id)
+            key = self._require(conn, run_id)["weights_key"]
         if state_dict is not None:
-            self._save_weights(run_id, state_dict)
+            if key is None:  # cannot happen to a run this store started; made safe all the same
+                key = secrets.token_hex(8)
+                self._change(run_id, "UPDATE runs SET weights_key = ? WHERE id = ?", key)
+            self._save_weights(key, state_dict)
         sets = {c: (int(v) if c == "params" else float(v)) if v is not None else None
                 for c, v in metrics.items()}
         sets.update(status=status, message=message or "",
@@ -242,11 +352,14 @@ class RunStore:
         self._change(run_id, f"UPDATE runs SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
                      *sets.values())
 
-    def _save_weights(self, run_id: int, state_dict: dict) -> None:
+    def _weights_file(self, key: str) -> Path:
+        return self.weights_dir / f"{key}.pt"
+
+    def _save_weights(self, key: str, state_dict: dict) -> None:
         import torch
 
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        final = self.weights_dir / f"{int(run_id)}.pt"
+        final = self._weights_file(key)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -259,13 +372,14 @@ class RunStore:
             tmp.unlink(missing_ok=True)
 
     def mark_interrupted(self) -> int:
-        """Runs left 'running' on this host by a process that is gone become 'interrupted'."""
+        """Runs left 'running' on this host by a process that is gone become 'interrupted' (a PID
+        now held by another process, PID 1 included, counts as gone); returns how many."""
         host = socket.gethostname()
         with self._connect() as conn:
-            rows = conn.execute("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?",
-                                (host,)).fetchall()
+            rows = conn.execute("SELECT id, pid, pid_token FROM runs WHERE status = 'running' AND"
+                                " host = ?", (host,)).fetchall()
         dead = [(r["id"], r["pid"]) for r in rows
-                if r["pid"] is not None and not _pid_alive(r["pid"])]
+                if r["pid"] is not None and not _recorder_alive(r["pid"], r["pid_token"])]
         if not dead:
             return 0
         count = 0
@@ -275,6 +389,28 @@ class RunStore:
                 count += conn.execute("UPDATE runs SET status = 'interrupted', message = ? WHERE"
                                       " id = ? AND status = 'running'", (note, run_id)).rowcount
         return count
+
+    def recorder_alive(self, run_id: int) -> bool:
+        """Whether the run is 'running' and its recorder verifiably still runs on this host (a
+        recorder on another host cannot be checked from here: False)."""
+        with self._connect() as conn:
+            row = self._require(conn, run_id)
+        return row["status"] == "running" and _surely_alive(row)
+
+    def mark_run_interrupted(self, run_id: int) -> None:
+        """Mark one stuck 'running' run 'interrupted' on request (its epochs are kept), e.g. one
+        recorded on another host or by an older DL Lab. Refused while its recorder verifiably
+        still runs here, and for a run that is not 'running'."""
+        with self._write() as conn:
+            row = self._require(conn, run_id)
+            if row["status"] != "running":
+                raise StoreError(f"run {run_id} is not running (it is {row['status']})")
+            if _surely_alive(row):
+                raise StoreError(f"run {run_id} is still being recorded by process {row['pid']} "
+                                 "on this machine; stop it instead")
+            conn.execute("UPDATE runs SET status = 'interrupted', message = ? WHERE id = ?",
+                         ("marked interrupted by hand (its recorder was gone or could not be "
+                          "checked); its epochs are kept", int(run_id)))
 
     def _change(self, run_id: int, sql: str, *values: Any) -> None:
         with self._write() as conn:
@@ -290,8 +426,11 @@ class RunStore:
 
     def delete(self, run_id: int) -> None:
         """Delete a run, its epochs (cascade) and its weights file."""
-        self._change(run_id, "DELETE FROM runs WHERE id = ?")
-        (self.weights_dir / f"{int(run_id)}.pt").unlink(missing_ok=True)
+        with self._write() as conn:
+            key = self._require(conn, run_id)["weights_key"]
+            conn.execute("DELETE FROM runs WHERE id = ?", (int(run_id),))
+        if key is not None:
+            self._weights_file(key).unlink(missing_ok=True)
 
     @staticmethod
     def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -351,14 +490,29 @@ class RunStore:
         return len(table)
 
     def weights_path(self, run_id: int) -> Path | None:
-        path = self.weights_dir / f"{int(run_id)}.pt"
+        """The file of the weights this run saved; None for a run that saved none (or no run)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT weights_key FROM runs WHERE id = ?",
+                               (int(run_id),)).fetchone()
+        if row is None or row["weights_key"] is None:
+            return None
+        path = self._weights_file(row["weights_key"])
         return path if path.exists() else None
 
     def load_weights(self, run_id: int) -> dict:
-        """The run's saved state_dict, on the CPU."""
+        """The run's saved state_dict, on the CPU. Only tensors and plain containers are ever
+        unpickled (`weights_only=True`); a file that is not one says so in our own words."""
         import torch
 
         path = self.weights_path(run_id)
         if path is None:
             raise StoreError(f"run {run_id} has no saved weights")
-        return torch.load(path, weights_only=True, map_location="cpu")
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - PyTorch's text suggests weights_only=False
+            raise StoreError(f"the weights file of run {run_id} is damaged or not a weights file "
+                             f"({type(exc).__name__})") from None
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise StoreError(f"the weights file of run {run_id} is damaged or not a weights file "
+                             "(it holds no state_dict)")
+        return state

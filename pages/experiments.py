@@ -72,6 +72,15 @@ def do_delete(run_id: int) -> None:
     flash("success", f"Run {run_id} deleted, with its epochs and weights.")
 
 
+def do_mark_interrupted(run_id: int) -> None:
+    try:
+        common.store().mark_run_interrupted(run_id)
+    except StoreError as exc:
+        flash("error", f"Could not mark run {run_id} interrupted: {exc}")
+    else:
+        flash("success", f"Run {run_id} marked interrupted; its epochs are kept.")
+
+
 def do_open(run_id: int) -> None:
     S["opened_run"] = run_id
     flash("success", f"Run {run_id} is open: the Learned features, Errors and Baseline pages now "
@@ -176,8 +185,14 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         return
     sync_run_inputs(run)
     running = run["status"] == "running"
-    if running:
+    if running and store.recorder_alive(target):
         st.caption("⏳ This run is still training (in this or another session).")
+    elif running:  # recorded on another machine or by an older DL Lab: cannot be checked here
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption("⏳ This run is marked running, but its recorder cannot be checked from here "
+                   "(another machine, or an older DL Lab). If it is stuck, mark it interrupted.")
+        c2.button("Mark interrupted", key="experiments.mark_interrupted",
+                  on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):
         st.caption(f"Status **{run['status']}**: {run['message']}")
 
@@ -219,6 +234,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
 st.title("Experiments")
 try:
     store = common.store()
+    store.mark_interrupted()  # runs whose recorder died since the server started
     runs = store.list_runs()
 except Exception as exc:  # a locked, unreadable or newer history: say so, change nothing
     st.error(f"The run history cannot be read: {exc}")

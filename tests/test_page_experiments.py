@@ -190,3 +190,50 @@ def test_a_running_run_shows_as_such_and_cannot_be_deleted(recorded):
         store.finish_run(live, "failed", message="test over")
         store.delete(live)
     at.multiselect(key="experiments.compare").set_value([]).run()
+
+
+def test_after_a_reset_no_old_weights_and_dead_or_stuck_runs_can_be_cleared(tmp_path, monkeypatch):
+    import sqlite3
+
+    import torch
+
+    old = RunStore(tmp_path)
+    first = old.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu")
+    old.finish_run(first, "finished", metrics={"test_acc": 0.9306},
+                   state_dict=torch.nn.Linear(2, 2).state_dict())
+    (tmp_path / "runs.sqlite").write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(PAGE).run()
+    assert any("moved aside" in w.value for w in at.warning)
+
+    store = RunStore(tmp_path)
+    new = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu")
+    store.finish_run(new, "stopped")  # saved no weights
+    dead = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu")
+    stuck = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu")
+    with sqlite3.connect(store.path) as conn:  # PID 1 (a container's init), not the recorder
+        conn.execute("UPDATE runs SET pid = 1, pid_token = 'gone:1' WHERE id = ?", (dead,))
+        conn.execute("UPDATE runs SET host = 'another-machine' WHERE id = ?", (stuck,))
+    conn.close()
+    at.run()
+    assert new == first
+    at.multiselect(key="experiments.compare").set_value([new]).run()
+    assert at.button(key="experiments.open").disabled  # run 1's old weights are not this run's
+    assert not any(d.proto.id.endswith("-experiments.weights") for d in at.get("download_button"))
+    assert any(c.value == "No weights saved." for c in at.caption)
+
+    frame = table(at)
+    assert frame.loc[frame["id"] == dead, "status"].item() == "interrupted"
+    at.multiselect(key="experiments.compare").set_value([dead]).run()
+    assert not at.button(key="experiments.delete").disabled
+
+    at.multiselect(key="experiments.compare").set_value([stuck]).run()
+    assert at.button(key="experiments.delete").disabled
+    at.button(key="experiments.mark_interrupted").click().run()
+    assert store.get_run(stuck)["status"] == "interrupted"
+    assert any("marked interrupted" in s.value for s in at.success)
+    at.button(key="experiments.delete").click().run()
+    at.button(key="experiments.confirm_delete").click().run()
+    assert stuck not in set(store.list_runs()["id"])
+    assert not at.exception

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import queue
@@ -67,8 +68,9 @@ def test_run_round_trips_config_epochs_and_weights(store: RunStore) -> None:
     fresh.load_state_dict(store.load_weights(run_id))
     x = torch.randn(5, 4)
     assert torch.equal(fresh(x), model(x))
-    assert store.weights_path(run_id) == store.home / "weights" / f"{run_id}.pt"
-    assert [p.name for p in (store.home / "weights").iterdir()] == [f"{run_id}.pt"]
+    key = store.get_run(run_id)["weights_key"]
+    assert len(key) == 16 and store.weights_path(run_id) == store.home / "weights" / f"{key}.pt"
+    assert [p.name for p in (store.home / "weights").iterdir()] == [f"{key}.pt"]
 
 
 def test_edits_listing_and_errors(store: RunStore) -> None:
@@ -268,7 +270,164 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 def test_schema_version_and_newer_databases(store: RunStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "1",)
+            "2",)
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer"):
         RunStore(store.home)
+
+
+# History that cannot lie: ids, weights after a reset, dead recorders, old files, damaged weights.
+
+def _weights() -> dict:
+    return torch.nn.Linear(2, 2).state_dict()
+
+
+def test_ids_are_never_reused_after_deleting_the_newest_run(store: RunStore) -> None:
+    a = store.start_run(CONFIG, dataset="digits", device="cpu")
+    b = store.start_run(CONFIG, dataset="digits", device="cpu")
+    store.finish_run(b, "finished", state_dict=_weights())
+    store.delete(b)
+    c = RunStore(store.home).start_run(CONFIG, dataset="digits", device="cpu")  # reopened too
+    assert c > b > a
+    assert store.weights_path(c) is None
+    with pytest.raises(StoreError, match="no saved weights"):
+        store.load_weights(c)
+
+
+def test_a_reset_history_never_attaches_old_weights_to_a_new_run(tmp_path: Path) -> None:
+    old = RunStore(tmp_path)
+    first = old.start_run(CONFIG, dataset="digits", device="cpu", name="old run")
+    old.finish_run(first, "finished", metrics={"test_acc": 0.9306}, state_dict=_weights())
+    old_file = old.weights_path(first)
+    (tmp_path / "runs.sqlite").write_bytes(b"not a database any more" * 300)  # corrupt it
+    store = RunStore(tmp_path)
+    assert store.notice and "moved aside" in store.notice
+    new = store.start_run(CONFIG, dataset="digits", device="cpu", name="new run")
+    assert new == first == 1  # a new file counts from 1 again...
+    assert store.weights_path(new) is None  # ...but the old run 1's weights are not its own
+    with pytest.raises(StoreError, match="no saved weights"):
+        store.load_weights(new)
+    store.finish_run(new, "finished", state_dict=torch.nn.Linear(3, 3).state_dict())
+    assert store.weights_path(new) != old_file and old_file.exists()  # the old file is untouched
+    assert store.load_weights(new)["weight"].shape == (3, 3)
+    store.delete(new)
+    assert old_file.exists()
+
+
+def _pretend_recorded_by(store: RunStore, run_id: int, pid: int, token: str | None) -> None:
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE runs SET pid = ?, pid_token = ? WHERE id = ?", (pid, token, run_id))
+
+
+def test_runs_of_pid_1_or_a_reused_pid_become_interrupted_and_can_be_deleted(
+        store: RunStore) -> None:
+    in_container = store.start_run(CONFIG, dataset="digits", device="cpu")
+    reused = store.start_run(CONFIG, dataset="digits", device="cpu")
+    store.add_epoch(reused, {"epoch": 1, "train_loss": 0.7})
+    mine = store.start_run(CONFIG, dataset="digits", device="cpu")
+    _pretend_recorded_by(store, in_container, 1, "a-boot-long-ago:42")  # PID 1 is alive, not it
+    _pretend_recorded_by(store, reused, os.getpid(), "another-process:7")  # our PID, not our run
+    assert store.mark_interrupted() == 2
+    runs = store.list_runs().set_index("id")
+    assert list(runs.loc[[in_container, reused], "status"]) == ["interrupted", "interrupted"]
+    assert "ended before the run finished" in runs.loc[in_container, "message"]
+    assert runs.loc[mine, "status"] == "running"  # this process recorded it and is alive
+    assert list(store.epochs(reused)["train_loss"]) == [0.7]
+    store.delete(in_container)
+    store.delete(reused)
+    assert list(store.list_runs()["id"]) == [mine]
+
+
+def test_a_stuck_run_can_be_marked_interrupted_on_request(store: RunStore) -> None:
+    elsewhere = store.start_run(CONFIG, dataset="digits", device="cpu")
+    with sqlite3.connect(store.path) as conn:  # recorded on another machine: cannot be checked
+        conn.execute("UPDATE runs SET host = 'another-host' WHERE id = ?", (elsewhere,))
+    legacy = store.start_run(CONFIG, dataset="digits", device="cpu")
+    _pretend_recorded_by(store, legacy, 1, None)  # an older DL Lab as a container's PID 1
+    mine = store.start_run(CONFIG, dataset="digits", device="cpu")
+    assert store.mark_interrupted() == 0 and store.get_run(elsewhere)["status"] == "running"
+    assert store.get_run(legacy)["status"] == "running"  # PID 1 lives: nothing proves it gone
+    assert not store.recorder_alive(elsewhere) and not store.recorder_alive(legacy)
+    assert store.recorder_alive(mine)
+    store.mark_run_interrupted(elsewhere)
+    store.mark_run_interrupted(legacy)
+    store.delete(legacy)
+    run = store.get_run(elsewhere)
+    assert run["status"] == "interrupted" and "by hand" in run["message"]
+    with pytest.raises(StoreError, match="still being recorded"):
+        store.mark_run_interrupted(mine)
+    with pytest.raises(StoreError, match="not running"):
+        store.mark_run_interrupted(elsewhere)
+    store.delete(elsewhere)
+    assert store.get_run(mine)["status"] == "running"
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, created TEXT NOT NULL, name TEXT,
+  tags TEXT NOT NULL DEFAULT '[]', dataset TEXT, config TEXT NOT NULL, device TEXT,
+  status TEXT NOT NULL, pid INTEGER, host TEXT, test_acc REAL, test_loss REAL, train_acc REAL,
+  train_loss REAL, params INTEGER, duration_s REAL, message TEXT NOT NULL DEFAULT '');
+CREATE TABLE epochs (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
+  test_loss REAL, test_acc REAL, seconds REAL, PRIMARY KEY (run_id, epoch));
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def test_a_schema_1_file_is_migrated_and_keeps_its_runs_epochs_and_weights(
+        tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "runs.sqlite") as conn:
+        conn.executescript(V1_SCHEMA)
+        for run_id, name in ((1, "kept"), (2, "with weights")):
+            conn.execute("INSERT INTO runs (id, created, name, tags, dataset, config, device,"
+                         " status, pid, host, test_acc) VALUES (?, '2026-01-01T00:00:00+00:00', ?,"
+                         " '[\"old\"]', 'digits', ?, 'cpu', 'finished', 999999, 'h', 0.5)",
+                         (run_id, name, json.dumps(CONFIG)))
+            conn.execute("INSERT INTO epochs (run_id, epoch, train_loss) VALUES (?, 1, 0.25)",
+                         (run_id,))
+    conn.close()
+    (tmp_path / "weights").mkdir()
+    torch.save(_weights(), tmp_path / "weights" / "2.pt")  # schema 1 named weights by run id
+
+    store = RunStore(tmp_path)
+    assert store.notice is None
+    runs = store.list_runs().set_index("id")
+    assert list(runs.index) == [2, 1] and list(runs["name"]) == ["with weights", "kept"]
+    assert runs.loc[1, "tags"] == "old" and store.get_run(1)["config"] == CONFIG
+    assert list(store.epochs(1)["train_loss"]) == [0.25]
+    assert store.weights_path(1) is None and set(store.load_weights(2)) == {"weight", "bias"}
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "2",)
+        assert "AUTOINCREMENT" in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    conn.close()
+    store.delete(2)  # epochs still cascade, weights still go with their run
+    assert not (tmp_path / "weights" / "2.pt").exists()
+    assert store.start_run(CONFIG, dataset="digits", device="cpu") == 3  # 2 is not reused
+    with pytest.raises(StoreError):
+        store.epochs(2)
+    assert RunStore(tmp_path).list_runs().shape[0] == 2
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a weights file" * 10, b""],
+                         ids=["garbage", "empty"])
+def test_a_damaged_weights_file_is_said_in_our_words(store: RunStore, content: bytes) -> None:
+    run_id = store.start_run(CONFIG, dataset="digits", device="cpu")
+    store.finish_run(run_id, "finished", state_dict=_weights())
+    store.weights_path(run_id).write_bytes(content)
+    with pytest.raises(StoreError) as caught:
+        store.load_weights(run_id)
+    text = str(caught.value)
+    assert f"the weights file of run {run_id} is damaged or not a weights file" in text
+    assert "weights_only" not in text and caught.value.__cause__ is None
+
+
+def test_a_pickle_that_is_not_only_tensors_is_refused(store: RunStore) -> None:
+    run_id = store.start_run(CONFIG, dataset="digits", device="cpu")
+    store.finish_run(run_id, "finished", state_dict=_weights())
+    torch.save({"weight": argparse.Namespace(x=1)}, store.weights_path(run_id))
+    with pytest.raises(StoreError, match="damaged or not a weights file") as caught:
+        store.load_weights(run_id)
+    assert "weights_only" not in str(caught.value)
