@@ -252,6 +252,8 @@ class RayRunner:
         self._connect_error = ""
         self._closing = threading.Event()
         self._owns_ray = False
+        self._warmed = False
+        self._described = (0.0, "")  # (when, text): pages ask on every rerun; the cluster is asked every 10 s
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -311,13 +313,26 @@ class RayRunner:
         self._hub = hub
 
     def warm(self) -> None:
-        """Connect now, and have workers import torch, so the first Train does not wait."""
+        """Connect now, and have workers import torch, so the first Train does not wait. Pages call
+        this on every rerun: only the first call does anything."""
         self._connect()
+        with self._lock:
+            if self._warmed:
+                return
+            self._warmed = True
         if not self._gpus_asked:
             for _ in range(self.slots):
                 ray.remote(num_cpus=1)(_preload).remote()
 
     def describe(self) -> str:
+        when, text = self._described
+        if time.monotonic() - when < 10.0 and text:
+            return text
+        text = self._describe()
+        self._described = (time.monotonic(), text)
+        return text
+
+    def _describe(self) -> str:
         if not ray.is_initialized():
             where = f"at {self.address}" if self.address else "(a local instance)"
             return f"Ray cluster {where}, connecting on first use"
