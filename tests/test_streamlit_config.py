@@ -1,0 +1,29 @@
+"""The server's Streamlit config: the per-run garbage collection stays off, the app stays local."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_post_script_gc_is_off_with_the_reason_beside_it() -> None:
+    text = (ROOT / ".streamlit" / "config.toml").read_text()
+    config = tomllib.loads(text)
+    assert config["runner"]["postScriptGC"] is False
+    assert config["server"]["address"] == "localhost"
+    reason = text[text.index("[runner]"):text.index("postScriptGC")]
+    assert "gc.collect" in reason and "issue 9" in reason
+
+
+def test_streamlit_reads_it_as_off_when_started_from_the_project() -> None:
+    # Streamlit reads .streamlit/config.toml from the folder it is started in: as the README does.
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(config.get_option('runner.postScriptGC'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
