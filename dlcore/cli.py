@@ -1,13 +1,15 @@
 """`python -m dlcore train|bench|baseline|runs`: the engine from a terminal.
 
 Every config field has a flag, generated from the dataclasses so nothing re-describes them. Bad
-flags, bad values and unreadable folders end with exit status 2 and one clear line.
+flags, bad values and unreadable folders end with exit status 2 and one clear line; a run that
+fails (out of memory included) with exit status 1 and one line; never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -167,14 +169,46 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or torch's way of saying the same (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure ends with one line on stderr, never a traceback: exit status
+    2 for bad input (flags, values, data that cannot be read), 1 for a run that failed (out of
+    memory, a file that cannot be written, anything unexpected; DLLAB_TRACEBACK=1 shows the
+    traceback of the unexpected)."""
+    from dlcore.dataset import DatasetError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, ConfigError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    except (CliError, ConfigError, DatasetError) as exc:
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the README promises one line, not a traceback
+        if _out_of_memory(exc):
+            detail = f" ({_one_line(exc)})" if str(exc).strip() else ""
+            print(f"{parser.prog}: error: out of memory{detail}; try a smaller batch size, "
+                  "network or training subset", file=sys.stderr)
+        elif isinstance(exc, OSError):
+            print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        elif os.environ.get("DLLAB_TRACEBACK") == "1":
+            raise
+        else:
+            print(f"{parser.prog}: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1

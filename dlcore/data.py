@@ -13,6 +13,8 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
+import os
 import pickle
 import socket
 import tarfile
@@ -22,6 +24,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -38,6 +41,9 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+MAX_IDX_BYTES = 1 << 30  # one IDX file's data (MNIST's largest holds 47 MB)
+GZIP_RATIO = 1100        # deflate expands at most ~1032:1, so a .gz file of n bytes holds < 1100 n
+IDX_CHUNK = 1 << 20      # bytes decompressed at a time
 
 
 @dataclass(frozen=True)
@@ -93,22 +99,57 @@ def _info(name: str) -> DatasetInfo:
 
 # ---------------------------------------------------------------- file formats
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """One IDX file (plain or .gz) of unsigned bytes with `ndim` dimensions, fully validated."""
+def read_idx(path: Path, ndim: int, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """One IDX file (plain or .gz) of unsigned bytes with `ndim` dimensions, fully validated.
+
+    The header is read first; the data it declares (at most `max_bytes`, and no more than the file
+    could hold) goes straight into one preallocated array as the file streams, and a file holding
+    more or less than that is refused: a gzip bomb costs no more memory than an honest file."""
     try:
-        raw = path.read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, zlib.error) as exc:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            packed = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if packed else file
+            return _read_idx_stream(stream, path, ndim, size, packed, max_bytes)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DatasetError(f"{path}: cannot read ({exc}).") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+    except MemoryError:
+        raise DatasetError(f"{path}: not enough memory to read it.") from None
+
+
+def _read_idx_stream(stream: BinaryIO, path: Path, ndim: int, size: int, packed: bool,
+                     max_bytes: int) -> np.ndarray:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:3] != b"\0\0\x08" or magic[3] != ndim:
         raise DatasetError(f"{path}: not an IDX file of {ndim}-d unsigned bytes "
-                           f"(magic {raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}).")
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header].ljust(4 * ndim, b"\0"), ">u4"))
-    if len(raw) != header + int(np.prod(dims, dtype=np.int64)):
-        raise DatasetError(f"{path}: {max(len(raw) - header, 0)} data bytes for dimensions {dims}, "
-                           f"expected {int(np.prod(dims))} (truncated or corrupt).")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+                           f"(magic {magic.hex() or 'missing'}, expected 000008{ndim:02x}).")
+    header = stream.read(4 * ndim)
+    if len(header) < 4 * ndim:
+        raise DatasetError(f"{path}: the header ends after {4 + len(header)} bytes (truncated).")
+    dims = tuple(int(d) for d in np.frombuffer(header, ">u4"))
+    expected = math.prod(dims)
+    room = size * GZIP_RATIO if packed else size - 4 - 4 * ndim
+    if expected > room or expected > max_bytes:
+        limit = (f"more than the limit of {max_bytes:,}" if expected > max_bytes
+                 else f"more than the {size:,}-byte file can hold")
+        raise DatasetError(f"{path}: its header declares dimensions {dims}, {expected:,} data "
+                           f"bytes, {limit} (truncated or corrupt).")
+    array = np.empty(expected, np.uint8)
+    filled = 0
+    while filled < expected:
+        chunk = stream.read(min(IDX_CHUNK, expected - filled))
+        if not chunk:
+            break
+        array[filled:filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        filled += len(chunk)
+    if filled < expected:
+        raise DatasetError(f"{path}: {filled:,} data bytes for dimensions {dims}, expected "
+                           f"{expected:,} (truncated or corrupt).")
+    if stream.read(1):  # one buffer more is decompressed, never the rest
+        raise DatasetError(f"{path}: more data than the {expected:,} bytes its header's "
+                           f"dimensions {dims} declare (corrupt, or a decompression bomb).")
+    return array.reshape(dims)
 
 
 def _idx_path(folder: Path, stem: str) -> Path | None:
@@ -259,13 +300,47 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     folders searched and the files expected there.
     """
     info = _info(name)
+    try:
+        return _load(info, data_dir, download, timeout, progress)
+    except MemoryError:
+        raise DatasetError(f"Not enough memory to load {info.title}.") from None
+    except OSError as exc:  # a file or folder that cannot be opened (permission, a link loop, ...)
+        raise DatasetError(f"{info.title} cannot be read: {_os_reason(exc)}.") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError in words, with the file it names and without a traceback."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def _check_folder(folder: Path) -> None:
+    """A folder the user named that exists but cannot be opened (a symbolic link loop, no
+    permission) is refused in words; one that does not exist is said with the places searched."""
+    try:
+        folder.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except ValueError:  # an embedded NUL character
+        raise DatasetError(f"{str(folder)!r} is not a folder name.") from None
+    except OSError as exc:
+        raise DatasetError(f"The data folder {folder} cannot be opened: "
+                           f"{exc.strerror or exc}.") from None
+
+
+def _load(info: DatasetInfo, data_dir: str | Path | None, download: bool, timeout: float,
+          progress: Progress | None) -> Dataset:
+    name = info.name
     if name == "digits":
         return _load_digits()
     if name == "mnist-sample":
         return _load_sample()
     cache = default_data_dir()
     folder = Path(data_dir).expanduser() if data_dir is not None else None
-    places = [(folder, "folder")] if folder and folder.resolve() != cache.resolve() else []
+    if folder is not None:
+        _check_folder(folder)
+    same = folder is not None and os.path.realpath(folder) == os.path.realpath(cache)
+    places = [(folder, "folder")] if folder and not same else []
     places.append((cache, "cache"))
     for root, label in places:
         if (dataset := _load_from(info, root, label)) is not None:

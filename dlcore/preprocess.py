@@ -5,6 +5,7 @@ aspect ratio, antialiased) so its longer side is 20 pixels, then placed in a 28x
 centre of mass lands on pixel (14, 14), row and column indices counted from 0.
 
     decode_image(bytes)  -> grey (H, W) or RGBA (H, W, 4) uint8 array; refuses what is not a sane image
+    prepare_upload(bytes)-> Prepared: the MNIST tensor and a small PNG preview, decoded once
     to_mnist(array)      -> uint8 tensor (1, 28, 28)
     canvas_to_mnist(rgba)-> the same, for the RGBA array a drawing canvas returns
     predict(model, model_input, image) -> class probabilities
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["FIELD", "BOX", "CENTRE", "FORMATS", "ImageError", "accepts_shape", "canvas_to_mnist",
-           "decode_image", "image_to_png", "predict", "to_mnist"]
+__all__ = ["FIELD", "BOX", "CENTRE", "FORMATS", "MAX_BYTES", "MAX_PIXELS", "ImageError", "Prepared",
+           "accepts_shape", "canvas_to_mnist", "decode_image", "image_to_png", "predict",
+           "prepare_upload", "to_mnist"]
 
 FIELD = 28          # the side of an MNIST image
 BOX = 20            # the longer side of the digit inside it
@@ -31,6 +34,9 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # decoders we let PIL use on un
 MIN_CONTRAST = 24   # ink must differ this many grey levels from the background to count as ink
 BOMB = "The image is too large: its header declares more pixels than can be decoded safely."
 NOISE_CUT = 51      # on a noisy background (photo, JPEG), weaker ink than this (of 255) is dropped
+MAX_BYTES = 5_000_000   # an upload's file size
+MAX_PIXELS = 4_000_000  # pixels decoded: an RGBA picture costs ~40 bytes a pixel on its way to 28x28
+JPEG_SCALES = (2, 4, 8)  # a JPEG decoder can shrink by these factors while decoding, at no cost
 
 
 class ImageError(ValueError):
@@ -48,38 +54,88 @@ def _megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def decode_image(data: bytes, max_bytes: int = 5_000_000, max_pixels: int = 4096 * 4096
+def _too_large(width: int, height: int, max_pixels: int) -> ImageError:
+    side = int(max_pixels ** 0.5)
+    return ImageError(f"The image is too large: {width}x{height} pixels; the limit is "
+                      f"{max_pixels:,} pixels (for example {side}x{side}).")
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image's header, read by PIL; no pixel is decoded yet."""
+    try:
+        return Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(BOMB) from None
+    except Exception:  # noqa: BLE001 - whatever a decoder trips on, the file is not a usable image
+        raise ImageError("This file is not an image that can be read; upload a PNG or JPEG "
+                         "picture.") from None
+
+
+def _shrink_while_decoding(image: Image.Image, max_pixels: int) -> None:
+    """A JPEG above the limit is decoded at 1/2, 1/4 or 1/8 of its size (the decoder's own draft
+    mode: no full-size pixels are ever made), when one of those brings it under the limit."""
+    width, height = image.size
+    if image.format != "JPEG" or width * height <= max_pixels:
+        return
+    for scale in JPEG_SCALES:
+        if -(-width // scale) * -(-height // scale) <= max_pixels:
+            image.draft(None, (-(-width // scale), -(-height // scale)))
+            return
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
                  ) -> np.ndarray:
     """Decode image file bytes to a uint8 array: (H, W) grey, or (H, W, 4) RGBA when the image has
     transparency. EXIF rotation is applied. Raises ImageError for anything that is not a readable
-    PNG/JPEG/BMP/GIF/WebP image of at most `max_bytes` bytes and `max_pixels` pixels."""
+    PNG/JPEG/BMP/GIF/WebP image of at most `max_bytes` bytes and `max_pixels` pixels.
+
+    The pixel count is checked from the header, before anything is decoded (a JPEG over the limit
+    is decoded at a reduced scale when that brings it under)."""
     if data is None or len(data) == 0:
         raise ImageError("The file is empty.")
     if len(data) > max_bytes:
         raise ImageError(f"The file is too large: {_megabytes(len(data))}; the limit is "
                          f"{_megabytes(max_bytes)}.")
-    try:
-        image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
-    except Image.DecompressionBombError:
-        raise ImageError(BOMB) from None
-    except Exception:  # noqa: BLE001 - whatever a decoder trips on, the file is not a usable image
-        raise ImageError("This file is not an image that can be read; upload a PNG or JPEG "
-                         "picture.") from None
+    image = _open(data)
     width, height = image.size  # from the header: nothing decoded yet
     if width <= 0 or height <= 0:
         raise ImageError("The image has no pixels.")
-    if width * height > max_pixels:
-        raise ImageError(f"The image is too large: {width}x{height} pixels; the limit is "
-                         f"{max_pixels:,} pixels (for example {int(max_pixels ** 0.5)}x"
-                         f"{int(max_pixels ** 0.5)}).")
+    _shrink_while_decoding(image, max_pixels)
+    if image.size[0] * image.size[1] > max_pixels:
+        raise _too_large(width, height, max_pixels)
     try:
         image.load()
         image = ImageOps.exif_transpose(image) or image
         return _to_array(image)
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(BOMB) from None
+    except MemoryError:
+        raise ImageError("The image is too large to decode on this server.") from None
     except Exception:  # noqa: BLE001 - OSError (truncated), SyntaxError, struct.error, ...
         raise ImageError("The image file is damaged or truncated and cannot be decoded.") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload, decoded once: what the network is shown and a small preview of the picture."""
+
+    tensor: torch.Tensor  # uint8 (1, 28, 28)
+    preview: bytes        # PNG, its longer side at most the `preview_side` asked for
+
+
+def prepare_upload(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+                   preview_side: int = 560) -> Prepared:
+    """Uploaded file bytes as an MNIST tensor and a PNG preview; raises ImageError as decode_image
+    and to_mnist do. Meant to be called once per upload (the preview is small, so a page can keep
+    the result instead of decoding the file again on every rerun)."""
+    picture = decode_image(data, max_bytes, max_pixels)
+    try:
+        tensor = to_mnist(picture)
+        thumb = Image.fromarray(np.ascontiguousarray(picture))
+        thumb.thumbnail((preview_side, preview_side), Image.Resampling.LANCZOS)
+        return Prepared(tensor, image_to_png(np.asarray(thumb)))
+    except MemoryError:
+        raise ImageError("The image is too large to process on this server.") from None
 
 
 def _to_array(image: Image.Image) -> np.ndarray:

@@ -1,11 +1,14 @@
 """Try it yourself: draw a digit, upload a picture or pick a test image, and see what the network
 makes of it, after the same preprocessing that made MNIST (dlcore.preprocess).
 
-Session state: "draw.source", "draw.canvas", "draw.upload", "draw.example" (widgets) and
-"draw.input", the uint8 (1, 28, 28) tensor the network was shown (None when there is none)."""
+Session state: "draw.source", "draw.canvas", "draw.upload", "draw.example" (widgets),
+"draw.input", the uint8 (1, 28, 28) tensor the network was shown (None when there is none), and
+"draw.prepared": (the upload's id, its dlcore.preprocess.Prepared or the refusal's message), so a
+file is decoded once per upload, not on every rerun."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import streamlit as st
@@ -14,12 +17,16 @@ from dlcore.figures import image_heatmap, probability_bars
 from dlcore.preprocess import (
     BOX,
     FIELD,
+    MAX_BYTES,
+    MAX_PIXELS,
     ImageError,
+    Prepared,
     accepts_shape,
     canvas_to_mnist,
     decode_image,
     image_to_png,
     predict,
+    prepare_upload,
     to_mnist,
 )
 from pages import common
@@ -31,8 +38,8 @@ except Exception:  # noqa: BLE001 - missing, or incompatible with this Streamlit
 
 S = st.session_state
 KEEP = dict(persist_state="session")
-MAX_UPLOAD_BYTES = 5_000_000
-MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_UPLOAD_BYTES = MAX_BYTES
+MAX_UPLOAD_PIXELS = MAX_PIXELS
 EXAMPLES = 50
 CANVAS_SIDE = 280
 SOURCES = {"draw": "✏️ Draw", "upload": "📁 Upload a picture", "example": "🖼️ A test image"}
@@ -61,27 +68,39 @@ def canvas_input():
         return None  # nothing drawn yet
 
 
+def prepared_upload(upload) -> Prepared | str:
+    """The upload decoded and preprocessed, or the refusal's message; worked out once per upload
+    (keyed by its file id) and kept in session state, so reruns do not decode the file again."""
+    key = getattr(upload, "file_id", None) or hashlib.sha256(upload.getbuffer()).hexdigest()
+    cached = S.get("draw.prepared")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        outcome: Prepared | str = prepare_upload(upload.getvalue(), MAX_UPLOAD_BYTES,
+                                                 MAX_UPLOAD_PIXELS, preview_side=2 * CANVAS_SIDE)
+    except ImageError as exc:
+        outcome = f"{upload.name} cannot be used: {exc}"
+    S["draw.prepared"] = (key, outcome)
+    return outcome
+
+
 def upload_input():
     upload = st.file_uploader("A picture of one digit (PNG or JPEG)", type=["png", "jpg", "jpeg"],
                               key="draw.upload",
                               help="Dark ink on light paper or light ink on a dark background both "
                                    f"work. At most {MAX_UPLOAD_BYTES // 1_000_000} MB and "
-                                   f"{MAX_UPLOAD_PIXELS:,} pixels.")
+                                   f"{MAX_UPLOAD_PIXELS:,} pixels (a larger JPEG photo is "
+                                   "scaled down as it is read).")
     if upload is None:
+        S.pop("draw.prepared", None)
         st.caption("A photo of a digit on paper works best cropped close, evenly lit.")
         return None
-    if upload.size > MAX_UPLOAD_BYTES:
-        st.error(f"{upload.name} is too large: {upload.size / 1e6:.1f} MB; the limit is "
-                 f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+    outcome = prepared_upload(upload)
+    if isinstance(outcome, str):
+        st.error(outcome)
         return None
-    try:
-        picture = decode_image(upload.getvalue(), MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS)
-        tensor = to_mnist(picture)
-    except ImageError as exc:
-        st.error(f"{upload.name} cannot be used: {exc}")
-        return None
-    st.image(picture, caption=f"{upload.name}, as uploaded", width=CANVAS_SIDE, clamp=True)
-    return tensor
+    st.image(outcome.preview, caption=f"{upload.name}, as uploaded", width=CANVAS_SIDE)
+    return outcome.tensor
 
 
 def example_input(dataset):

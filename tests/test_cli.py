@@ -170,6 +170,67 @@ def test_a_diverged_run_exits_1_and_explains(tmp_path: Path, monkeypatch: pytest
     assert RunStore(tmp_path).list_runs().iloc[0]["status"] == "diverged"
 
 
+def _one_line_code(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = cli.main(args)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return code, lines[0]
+
+
+def test_an_out_of_memory_run_exits_1_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from dlcore import recording
+
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    failure: list[BaseException] = [MemoryError()]
+
+    def train(*args: object, **kwargs: object) -> None:
+        raise failure[0]
+    monkeypatch.setattr(recording, "train", train)
+    args = ["train", "--dataset", "digits", "--epochs", "1"]
+    code, line = _one_line_code(args, capsys)
+    assert code == 1 and line.startswith("python -m dlcore: error: out of memory; try a smaller")
+    assert RunStore(tmp_path).list_runs().iloc[0]["status"] == "failed"
+    failure[0] = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB.\nIf reserved but "
+                              "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF")
+    code, line = _one_line_code(args + ["--no-record"], capsys)
+    assert code == 1 and "out of memory (CUDA out of memory. Tried to allocate 2.00 GiB. If" in line
+    failure[0] = OSError(28, "No space left on device")
+    code, line = _one_line_code(args + ["--no-record"], capsys)
+    assert code == 1 and line == "python -m dlcore: error: [Errno 28] No space left on device"
+    failure[0] = KeyError("surprise")
+    code, line = _one_line_code(args + ["--no-record"], capsys)
+    assert code == 1 and line == "python -m dlcore: error: KeyError: 'surprise'"
+    monkeypatch.setenv("DLLAB_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        cli.main(args + ["--no-record"])
+
+
+# `python -m dlcore ARGS`, after its imports allowed only 1 GiB more address space.
+CAPPED_CLI = """
+import resource, sys
+import torch, dlcore.data, dlcore.cli
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+sys.exit(dlcore.cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_gzip_bomb_in_the_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:
+    from test_data import write_gzip_bomb
+
+    bomb = write_gzip_bomb(tmp_path / "bomb")
+    env = {**os.environ, "DLLAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run([sys.executable, "-c", CAPPED_CLI, "train", "--data-dir",
+                          str(tmp_path / "bomb"), "--epochs", "1", "--no-record"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert lines[0].startswith("python -m dlcore: error: ") and str(bomb) in lines[0]
+    assert "more data than the 7,840 bytes" in lines[0] and run.stdout == ""
+
+
 def test_bench_prints_the_speedup_last(tmp_path: Path) -> None:
     run = dlcore(tmp_path, "bench", "--dataset", "mnist-sample", "--epochs", "1")
     assert run.returncode == 0, run.stderr

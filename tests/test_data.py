@@ -6,7 +6,11 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
+import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -140,6 +144,121 @@ def test_broken_files_are_refused_by_name(tmp_path, breaker):
     with pytest.raises(DatasetError) as info:
         load_dataset("mnist", tmp_path)
     assert name in str(info.value)
+
+
+IDX_IMAGES_10 = bytes([0, 0, 8, 3]) + np.array((10, 28, 28), ">u4").tobytes()
+
+
+def write_gzip_bomb(folder: Path, gib: int = 1) -> Path:
+    """MNIST's four files in `folder` for 10 training images, the images file a gzip bomb: its
+    header declares 10x28x28 (7,840 bytes), and ~1 MB of gzip decompresses to `gib` GiB of zeros.
+    Written as it streams, one 1 MiB gzip member at a time (a gzip file may hold many), so the test
+    never holds more than 1 MiB of zeros."""
+    make_mnist(folder, n_train=10)
+    member = gzip.compress(bytes(1 << 20), compresslevel=9)
+    path = folder / "train-images-idx3-ubyte.gz"
+    with path.open("wb") as out:
+        out.write(gzip.compress(IDX_IMAGES_10))
+        for _ in range(1024 * gib):
+            out.write(member)
+    return path
+
+
+# Loads MNIST from argv[1] in a fresh process allowed 1 GiB more address space than it has after
+# its imports, and prints the refusal and the extra memory it took: peak RSS (VmHWM, reset first
+# through /proc/self/clear_refs) over the RSS before, and tracemalloc's peak.
+MEMORY_PROBE = """
+import json, resource, sys, tracemalloc
+from dlcore.data import DatasetError, load_dataset
+
+def status(key):
+    text = open("/proc/self/status").read()
+    return int(text.split(key + ":")[1].split()[0]) * 1024
+
+resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + (1 << 30),
+                                        resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
+before = status("VmRSS")
+tracemalloc.start()
+try:
+    load_dataset("mnist", sys.argv[1])
+    message = None
+except DatasetError as exc:
+    message = str(exc)
+traced = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"message": message, "rss": status("VmHWM") - before, "traced": traced}))
+"""
+
+
+def test_a_gzip_bomb_is_refused_within_100_mb(tmp_path):
+    bomb = write_gzip_bomb(tmp_path)
+    assert bomb.stat().st_size < 1_200_000
+    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.splitlines()[-1])
+    print(f"gzip bomb (1 GiB in {bomb.stat().st_size:,} bytes) refused with "
+          f"{seen['rss'] / 1e6:.1f} MB more peak RSS, {seen['traced'] / 1e6:.2f} MB traced")
+    assert seen["message"] and bomb.name in seen["message"], seen
+    assert "more data than the 7,840 bytes" in seen["message"]
+    assert seen["rss"] < 100_000_000 and seen["traced"] < 100_000_000, seen
+
+
+def test_a_header_declaring_more_than_the_file_can_hold_is_refused_before_reading(tmp_path):
+    make_mnist(tmp_path, n_train=10)
+    huge = bytes([0, 0, 8, 3]) + np.array((10**6, 28, 28), ">u4").tobytes()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(huge + bytes(100)))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte.gz: its header declares "
+                                           r"dimensions \(1000000, 28, 28\).*more than the"):
+        load_dataset("mnist", tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(IDX_IMAGES_10 + bytes(7840 + 1))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: more data than the 7,840"):
+        load_dataset("mnist", tmp_path)
+    assert data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", 1).shape == (10,)
+    with pytest.raises(DatasetError, match="limit of 5"):
+        data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", 1, max_bytes=5)
+
+
+def test_a_symlink_loop_as_the_data_folder_is_one_message(tmp_path):
+    loop = tmp_path / "a"
+    os.symlink(tmp_path / "b", loop)
+    os.symlink(loop, tmp_path / "b")
+    with pytest.raises(DatasetError) as info:
+        load_dataset("mnist", loop)
+    assert str(info.value) == (f"The data folder {loop} cannot be opened: Too many levels of "
+                               "symbolic links.")
+    dataset, note = load_with_fallback("mnist", loop)
+    assert dataset.name == "mnist-sample" and "Too many levels of symbolic links" in note
+    with pytest.raises(DatasetError, match="not a folder name"):
+        load_dataset("mnist", "data\0folder")
+
+
+def test_permission_and_memory_errors_are_one_message(tmp_path, monkeypatch):
+    make_mnist(tmp_path)
+    denied = tmp_path / "train-images-idx3-ubyte.gz"
+
+    def no_entry(folder, stem):
+        raise PermissionError(13, "Permission denied", str(denied))
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_idx_path", no_entry)
+        with pytest.raises(DatasetError, match=f"MNIST cannot be read: {denied}: Permission denied"):
+            load_dataset("mnist", tmp_path)
+
+    def no_memory(*args):
+        raise MemoryError
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_make", no_memory)
+        with pytest.raises(DatasetError, match="Not enough memory to load MNIST"):
+            load_dataset("mnist", tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(data.np, "empty", no_memory)
+        with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz: not enough memory"):
+            load_dataset("mnist", tmp_path)
 
 
 @pytest.mark.parametrize("sub", ["empty", "does/not/exist"])

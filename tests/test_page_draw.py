@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 from apphelpers import chart_spec, plotly_array, start_app, train_run
+from PIL import ImageFile
+from test_preprocess import blank_png, stroke_image
 
+from dlcore import preprocess
 from dlcore.inspection import view_from_result
 from dlcore.preprocess import decode_image, image_to_png, predict, to_mnist
 
@@ -77,3 +80,49 @@ def test_without_the_canvas_package_the_page_says_so(trained, monkeypatch):
     assert at.session_state["draw.input"] is None
     at.radio(key="draw.source").set_value("example").run()
     assert not at.exception and at.session_state["draw.input"] is not None
+
+
+def test_a_4096_square_upload_is_refused_from_its_header_with_a_message(trained, monkeypatch):
+    at, _ = trained
+    at.radio(key="draw.source").set_value("upload").run()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pixels were decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    at.file_uploader(key="draw.upload").set_value(("huge.png", blank_png(4096, 4096), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "huge.png cannot be used" in errors[0], errors
+    assert "too large: 4096x4096 pixels; the limit is 4,000,000" in errors[0]
+    assert at.session_state["draw.input"] is None
+    at.run()  # a rerun says it again, from the session's note of the upload
+    assert [e.value for e in at.error] == errors and not at.exception
+    at.file_uploader(key="draw.upload").set_value(None).run()
+    assert not at.error and not at.exception
+
+
+def test_an_upload_is_decoded_once_not_on_every_rerun(trained, monkeypatch):
+    at, _ = trained
+    at.radio(key="draw.source").set_value("upload").run()
+    calls = []
+    decode = preprocess.decode_image
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return decode(*args, **kwargs)
+    monkeypatch.setattr(preprocess, "decode_image", counted)
+    data = image_to_png(stroke_image())
+    at.file_uploader(key="draw.upload").set_value(("seven.png", data, "image/png")).run()
+    assert not at.exception, at.exception
+    expected = to_mnist(decode(data))
+    assert torch.equal(at.session_state["draw.input"], expected)
+    assert len(at.get("image")) == 1 and at.get("plotly_chart")
+    for _ in range(3):
+        at.run()
+    assert len(calls) == 1
+    assert torch.equal(at.session_state["draw.input"], expected)
+    other = image_to_png(stroke_image(kind="line"))
+    at.file_uploader(key="draw.upload").set_value(("line.png", other, "image/png")).run()
+    assert len(calls) == 2 and torch.equal(at.session_state["draw.input"], to_mnist(decode(other)))
+    at.file_uploader(key="draw.upload").set_value(None).run()

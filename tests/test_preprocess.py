@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
 from dlcore.config import PRESETS
 from dlcore.data import load_dataset
@@ -21,6 +22,7 @@ from dlcore.preprocess import (
     decode_image,
     image_to_png,
     predict,
+    prepare_upload,
     to_mnist,
 )
 from dlcore.train import train
@@ -196,6 +198,65 @@ def test_decode_gives_grey_or_rgba():
 def test_accepts_only_28x28_grey():
     assert accepts_shape((1, 28, 28))
     assert not accepts_shape((3, 32, 32)) and not accepts_shape((1, 8, 8))
+
+
+def blank_png(width: int, height: int, channels: int = 4) -> bytes:
+    """An honest, fully decodable PNG of width x height blank pixels (RGBA by default), built row by
+    row so that neither the test nor the file holds the pixels (4096x4096 RGBA: ~65 KB)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    colour = {1: 0, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    packer, row = zlib.compressobj(9), bytes(1 + width * channels)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))
+
+
+def test_a_4096_square_rgba_upload_is_refused_from_its_header_before_decoding(monkeypatch):
+    data = blank_png(4096, 4096)
+    assert len(data) < 200_000  # small on disk; 64 MB of pixels, ~720 MB on the way to 28x28
+    with Image.open(io.BytesIO(data)) as honest:
+        assert honest.size == (4096, 4096) and honest.mode == "RGBA"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pixels were decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "convert", no_decoding)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"too large: 4096x4096 pixels; the limit is 4,000,000"):
+            decode_image(data)
+        with pytest.raises(ImageError, match="too large: 4096x4096"):
+            prepare_upload(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
+    """A 12-megapixel phone photo is not refused: the JPEG decoder shrinks it while decoding."""
+    photo = Image.new("L", (4000, 3000), 235)
+    ImageDraw.Draw(photo).line((1800, 900, 2200, 2100), fill=20, width=120)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=80)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.shape == (1500, 2000)  # a quarter of the pixels, decoded as such
+    assert to_mnist(decoded).max() == 255
+    with pytest.raises(ImageError, match="too large: 4000x3000"):  # 1/8 is still too many
+        decode_image(buffer.getvalue(), max_pixels=100_000)
+
+
+def test_prepare_upload_gives_the_tensor_and_a_small_preview():
+    data = png(stroke_image((600, 900)))
+    prepared = prepare_upload(data, preview_side=300)
+    assert torch.equal(prepared.tensor, to_mnist(decode_image(data)))
+    with Image.open(io.BytesIO(prepared.preview)) as preview:
+        assert preview.format == "PNG" and preview.size == (300, 200)
+    with pytest.raises(ImageError, match="empty"):
+        prepare_upload(png(np.zeros((50, 50), np.uint8)))
 
 
 def test_upload_path_classifies_as_well_as_raw_tensors(capsys, one_thread):
