@@ -9,6 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dlcore.text import plotly_literal
+
 
 def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch: int | None = None
                       ) -> go.Figure:
@@ -111,8 +113,8 @@ RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", 
 
 def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure:
     """Several runs' curves on one figure: accuracy per epoch (left) and loss per epoch (right),
-    one trace per run and panel, named by the run's label. `overlay` has columns run, epoch and
-    <split>_acc / <split>_loss (dlcore.history.overlay_frame)."""
+    one trace per run and panel, named by the run's label (shown as typed: plotly_literal).
+    `overlay` has columns run, epoch and <split>_acc / <split>_loss (dlcore.history.overlay_frame)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{split} accuracy per epoch",
                                                         f"{split} loss per epoch"))
     for i, (run_id, label) in enumerate(labels.items()):
@@ -121,8 +123,9 @@ def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure
         for col, metric in ((1, "acc"), (2, "loss")):
             values = [None if v != v else float(v) for v in rows[f"{split}_{metric}"]]
             fig.add_trace(go.Scatter(x=[int(e) for e in rows["epoch"]], y=values, mode="lines+markers",
-                                     name=label, legendgroup=f"run-{run_id}", showlegend=col == 1,
-                                     line=dict(color=color), meta=[int(run_id), metric]),
+                                     name=plotly_literal(label), legendgroup=f"run-{run_id}",
+                                     showlegend=col == 1, line=dict(color=color),
+                                     meta=[int(run_id), metric]),
                           row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", row=1, col=1)
@@ -133,8 +136,10 @@ def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure
 
 def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False) -> go.Figure:
     """One point per run: `field` (x) against final test accuracy (y); selected runs highlighted.
-    `frame` has columns label, x, test_acc, selected (dlcore.history.scatter_data)."""
+    `frame` has columns label, x, test_acc, selected (dlcore.history.scatter_data); the labels and
+    category values are shown as typed (plotly_literal)."""
     fig = go.Figure()
+    shown_field = plotly_literal(field)
     for selected, name, marker in (
             (False, "other runs", dict(color="#b0b7c3", size=9)),
             (True, "selected runs", dict(color="#d62728", size=13, line=dict(color="black", width=1)))):
@@ -142,10 +147,11 @@ def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False)
         if rows.empty:
             continue
         fig.add_trace(go.Scatter(
-            x=rows["x"].tolist(), y=rows["test_acc"].astype(float).tolist(), mode="markers",
-            name=name, marker=marker, text=rows["label"].tolist(),
-            hovertemplate=f"%{{text}}<br>{field}: %{{x}}<br>test accuracy: %{{y:.2%}}<extra></extra>"))
-    fig.update_xaxes(title_text=field, type="log" if log_x else ("linear" if numeric else "category"))
+            x=[plotly_literal(x) for x in rows["x"]] if not numeric else rows["x"].tolist(),
+            y=rows["test_acc"].astype(float).tolist(), mode="markers",
+            name=name, marker=marker, text=[plotly_literal(t) for t in rows["label"]],
+            hovertemplate=f"%{{text}}<br>{shown_field}: %{{x}}<br>test accuracy: %{{y:.2%}}<extra></extra>"))
+    fig.update_xaxes(title_text=shown_field, type="log" if log_x else ("linear" if numeric else "category"))
     if not numeric:
         fig.update_xaxes(categoryorder="category ascending")
     fig.update_yaxes(title_text="final test accuracy", tickformat=".0%")

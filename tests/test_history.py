@@ -189,3 +189,21 @@ def test_config_json_and_csv_export(store):
     assert len(table) == 3 and list(table[table["run_id"] == a]["test_acc"]) == [0.5, 0.6]
     assert history.running_count(store.list_runs()) == 1
     assert history.percent(0.98123) == "98.12%" and history.percent(None) == "—"
+
+
+def test_figures_show_run_names_as_typed_not_as_html(store):
+    names = ('<a href="http://e.com">a</a>', "<b>bold</b> & $x^2$")
+    ids = [record(store, RunConfig().replace(**{"train.lr": lr}), name=n)
+           for lr, n in zip((0.001, 0.01), names, strict=True)]
+    runs = store.list_runs()
+    labels = history.run_labels(runs)
+    overlay = runs_overlay_figure(history.overlay_frame(store, ids),
+                                  {i: labels[i] for i in ids}).to_plotly_json()
+    legend = [t["name"] for t in overlay["data"] if t["showlegend"]]
+    assert legend == [f'#{ids[0]} &lt;a href="http://e.com"&gt;a&lt;/a&gt;',
+                      f"#{ids[1]} &lt;b&gt;bold&lt;/b&gt; &amp; &#36;x^2&#36;"]
+    data = history.scatter_data(runs, "train.lr", ids[:1])
+    scatter = config_scatter_figure(data.frame, data.field, data.numeric).to_plotly_json()
+    hover = sorted(t for trace in scatter["data"] for t in trace["text"])
+    assert hover == sorted(legend)
+    assert labels[ids[0]] == f"#{ids[0]} {names[0]}"  # the labels themselves stay as typed
