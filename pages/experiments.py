@@ -8,6 +8,7 @@ import streamlit as st
 from dlcore import history
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
 from dlcore.store import STATUSES, StoreError
+from dlcore.text import check_name, markdown_literal
 from pages import common
 
 S = st.session_state
@@ -18,6 +19,7 @@ SPLITS = {"test": "evaluation (test set)", "val": "validation split", "train": "
 
 
 def flash(kind: str, text: str) -> None:
+    """A message for the next run of the page; `text` is markdown (escape what users typed)."""
     S[FLASH] = (kind, text)
 
 
@@ -30,24 +32,27 @@ def show_flash() -> None:
 # Callbacks: they run before the script, so the table drawn afterwards already shows the change.
 
 def do_rename(run_id: int) -> None:
-    name = str(S.get("experiments.name", "")).strip()
     try:
+        name = check_name(S.get("experiments.name", ""))
         common.store().rename(run_id, name or None)
-    except StoreError as exc:
-        flash("error", f"Could not rename run {run_id}: {exc}")
+    except (ValueError, StoreError) as exc:
+        flash("error", f"Could not rename run {run_id}: {markdown_literal(exc)}.")
     else:
-        flash("success", f"Run {run_id} renamed to “{name}”." if name else f"Run {run_id}'s name cleared.")
+        flash("success", f"Run {run_id} renamed to “{markdown_literal(name)}”." if name
+              else f"Run {run_id}'s name cleared.")
 
 
 def do_tags(run_id: int) -> None:
     tags = history.split_tags(S.get("experiments.tags", ""))
     try:
+        for tag in tags:
+            check_name(tag, "tag")
         common.store().set_tags(run_id, tags)
-    except StoreError as exc:
-        flash("error", f"Could not tag run {run_id}: {exc}")
+    except (ValueError, StoreError) as exc:
+        flash("error", f"Could not tag run {run_id}: {markdown_literal(exc)}.")
     else:
         S["experiments.tags"] = ", ".join(tags)
-        flash("success", f"Run {run_id} tagged: {', '.join(tags)}." if tags
+        flash("success", f"Run {run_id} tagged: {markdown_literal(', '.join(tags))}." if tags
               else f"Run {run_id}'s tags cleared.")
 
 
@@ -64,7 +69,7 @@ def do_delete(run_id: int) -> None:
     try:
         common.store().delete(run_id)
     except StoreError as exc:
-        flash("error", f"Could not delete run {run_id}: {exc}")
+        flash("error", f"Could not delete run {run_id}: {markdown_literal(exc)}")
         return
     S["experiments.compare"] = [i for i in S.get("experiments.compare", []) if i != run_id]
     if S.get("opened_run") == run_id:
@@ -76,7 +81,7 @@ def do_mark_interrupted(run_id: int) -> None:
     try:
         common.store().mark_run_interrupted(run_id)
     except StoreError as exc:
-        flash("error", f"Could not mark run {run_id} interrupted: {exc}")
+        flash("error", f"Could not mark run {run_id} interrupted: {markdown_literal(exc)}")
     else:
         flash("success", f"Run {run_id} marked interrupted; its epochs are kept.")
 
@@ -96,8 +101,9 @@ def opened_line(labels: dict[int, str]) -> None:
     if opened is None:
         return
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
-    c1.info(f"Open: run **{labels.get(opened, f'#{opened}')}**. The Learned features, Errors and "
-            "Baseline pages show it instead of your latest training.")
+    label = markdown_literal(labels.get(opened, f"#{opened}"))
+    c1.info(f"Open: run **{label}**. The Learned features, Errors and Baseline pages show it instead "
+            "of your latest training.")
     c2.button("Back to the latest training", key="experiments.close", on_click=close_run)
 
 
@@ -181,7 +187,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
     try:
         run = store.get_run(target)
     except StoreError as exc:
-        st.warning(f"Run {target} is no longer in the history ({exc}).")
+        st.warning(f"Run {target} is no longer in the history ({markdown_literal(exc)}).")
         return
     sync_run_inputs(run)
     running = run["status"] == "running"
@@ -194,7 +200,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         c2.button("Mark interrupted", key="experiments.mark_interrupted",
                   on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):
-        st.caption(f"Status **{run['status']}**: {run['message']}")
+        st.caption(f"Status **{run['status']}**: {markdown_literal(run['message'])}")
 
     c1, c2 = st.columns(2)
     with c1:
@@ -223,8 +229,8 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
               disabled=running, help="A running run cannot be deleted; stop it first."
               if running else "Delete this run, its epochs and its weights (asks first).")
     if S.get(PENDING_DELETE) == target and not running:
-        st.warning(f"Delete run **{labels[target]}** with all its epochs and weights? This cannot be "
-                   "undone.")
+        st.warning(f"Delete run **{markdown_literal(labels[target])}** with all its epochs and "
+                   "weights? This cannot be undone.")
         y, n, _ = st.columns([1, 1, 3])
         y.button("Yes, delete it", key="experiments.confirm_delete", type="primary",
                  on_click=do_delete, args=(target,))
@@ -237,10 +243,10 @@ try:
     store.mark_interrupted()  # runs whose recorder died since the server started
     runs = store.list_runs()
 except Exception as exc:  # a locked, unreadable or newer history: say so, change nothing
-    st.error(f"The run history cannot be read: {exc}")
+    st.error(f"The run history cannot be read: {markdown_literal(exc)}")
     st.stop()
 if store.notice:
-    st.warning(store.notice)
+    st.warning(markdown_literal(store.notice))
 show_flash()
 labels = history.run_labels(runs)
 opened_line(labels)

@@ -4,6 +4,7 @@ bundled MNIST sample), and over an empty history."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,89 @@ def test_after_a_reset_no_old_weights_and_dead_or_stuck_runs_can_be_cleared(tmp_
     at.button(key="experiments.confirm_delete").click().run()
     assert stuck not in set(store.list_runs()["id"])
     assert not at.exception
+
+
+# ---------------------------------------------------------------- text is text
+
+HOSTILE_NAMES = ("![x](http://host/x.png)", "[click](http://e.com)", "$$x^2$$",
+                 '<a href="http://e.com">a</a>')
+
+
+def unescape(markdown: str) -> str:
+    """The text CommonMark shows for backslash-escaped markdown (word joiners are invisible)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
+def shown_literally(markdown: str, text: str) -> bool:
+    """`text` is in the element's markdown only escaped: shown as typed, never as markup."""
+    return text not in markdown and text in unescape(markdown)
+
+
+def test_markdown_and_html_in_run_names_show_as_typed(tmp_path, monkeypatch):
+    import torch
+
+    store = RunStore(tmp_path)
+    ids = []
+    for k, name in enumerate(HOSTILE_NAMES):
+        run_id = store.start_run(RunConfig().replace(**{"train.lr": 10.0 ** -(k + 1)}).to_dict(),
+                                 dataset="mnist-sample", device="cpu", name=name)
+        for epoch in (1, 2):
+            store.add_epoch(run_id, {"epoch": epoch, "test_acc": 0.5 + k / 10, "test_loss": 1.0})
+        store.finish_run(run_id, "finished", metrics={"test_acc": 0.5 + k / 10, "test_loss": 1.0},
+                         state_dict=torch.nn.Linear(2, 2).state_dict())
+        ids.append(run_id)
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+
+    at.multiselect(key="experiments.compare").set_value(ids).run()
+    names = [t["name"] for t in chart_data(at, "experiments.overlay") if t.get("showlegend", True)]
+    as_plotly_shows_them = ("![x](http://host/x.png)", "[click](http://e.com)",
+                            "&#36;&#36;x^2&#36;&#36;", '&lt;a href="http://e.com"&gt;a&lt;/a&gt;')
+    assert names == [f"#{i} {n}" for i, n in zip(ids, as_plotly_shows_them, strict=True)]
+    assert not any("<a" in n or "$$" in n for n in names)
+    hover = [t for trace in chart_data(at, "experiments.scatter") for t in trace["text"]]
+    assert hover and not any("<a" in t or "$$" in t for t in hover)
+    assert any("&lt;a href=" in t for t in hover)
+
+    for run_id, name in zip(ids, HOSTILE_NAMES, strict=True):
+        at.multiselect(key="experiments.compare").set_value([run_id]).run()
+        at.button(key="experiments.delete").click().run()
+        (asked,) = [w.value for w in at.warning if "cannot be undone" in w.value]
+        assert shown_literally(asked, name), asked
+        at.button(key="experiments.cancel_delete").click().run()
+        at.button(key="experiments.open").click().run()
+        (opened,) = [i.value for i in at.info if i.value.startswith("Open: run")]
+        assert shown_literally(opened, name), opened
+    assert sorted(store.list_runs()["id"]) == ids  # nothing deleted
+
+    typed = "**Notice** [click](http://e.com) $$x$$"
+    at.text_input(key="experiments.name").set_value(typed)
+    at.button(key="experiments.rename").click().run()
+    (said,) = [s.value for s in at.success if "renamed" in s.value]
+    assert shown_literally(said, typed), said
+    assert store.get_run(ids[-1])["name"] == typed
+    assert not at.exception
+
+
+def test_a_name_or_tag_over_80_characters_is_refused(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    run_id = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu",
+                             name="short")
+    store.finish_run(run_id, "stopped")
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(PAGE).run()
+    at.multiselect(key="experiments.compare").set_value([run_id]).run()
+    at.text_input(key="experiments.name").set_value("n" * 81)  # the box takes 80 (max_chars)
+    at.button(key="experiments.rename").click().run()
+    assert not at.exception
+    assert store.get_run(run_id)["name"] in ("short", "n" * 80)
+    at.text_input(key="experiments.tags").set_value("ok, " + "t" * 81)
+    at.button(key="experiments.set_tags").click().run()
+    assert any("at most 80 characters" in e.value for e in at.error)
+    assert store.get_run(run_id)["tags"] == []
+    at.text_input(key="experiments.name").set_value("n" * 80)
+    at.button(key="experiments.rename").click().run()
+    assert store.get_run(run_id)["name"] == "n" * 80
