@@ -4,7 +4,9 @@ The parameter names are the Train page's widget keys ("train.lr", "model.n_hidde
 ...; see dlcore.formstate). A link names only the settings that differ from RunConfig()'s defaults,
 so `config_from_query(config_to_query(c))` gives back `c` (its dataset and device aside: those are
 the sidebar's). `hide=model.n_hidden,train.lr` is a teacher's classroom mode: those controls are not
-drawn. Unknown or malformed parameters are ignored, each with a note naming it.
+drawn. Unknown or malformed parameters are ignored, each with a note naming it: a line of markdown
+in which what the link said is quoted as a code span and the rest escaped (dlcore.text), so a
+link cannot put its own markup on the page.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import urlencode
 
 from dlcore.config import ConfigError, RunConfig
 from dlcore.formstate import MAX_BLOCKS, MAX_HIDDEN, config_from_widgets, widget_values
+from dlcore.text import markdown_code, markdown_literal
 
 HIDE = "hide"
 SIDEBAR_KEYS = ("train.dataset", "train.device")  # set by the sidebar, not by a link
@@ -125,7 +128,8 @@ def _check(key: str, value: Any, base: RunConfig) -> None:
 
 def config_from_query(params: Mapping[str, str | list[str]], base: RunConfig | None = None
                       ) -> tuple[RunConfig, list[str]]:
-    """The RunConfig a link's parameters describe, and a note for each parameter ignored.
+    """The RunConfig a link's parameters describe, and a note (markdown, safe to show) for each
+    parameter ignored.
 
     Settings the link does not name (or names badly) keep `base`'s values (default RunConfig());
     a repeated parameter counts by its last value, as st.query_params reads it. `hide` is read by
@@ -139,22 +143,23 @@ def config_from_query(params: Mapping[str, str | list[str]], base: RunConfig | N
             continue
         text = _last(raw)
         if key in SIDEBAR_KEYS:
-            notes.append(f"`{key}`: chosen in the sidebar, not by a link")
+            notes.append(f"{markdown_code(key)}: chosen in the sidebar, not by a link")
             continue
         if key not in QUERY_KEYS:
-            notes.append(f"`{key}`: not a setting of this app")
+            notes.append(f"{markdown_code(key)}: not a setting of this app")
             continue
         try:
             value = _parse(key, text)
             _check(key, value, base)
         except ValueError as exc:
-            notes.append(f"`{key}={text}`: {exc}")
+            notes.append(f"{markdown_code(f'{key}={text}')}: {markdown_literal(exc)}")
             continue
         values[key] = value
     try:
         return config_from_widgets(values, base), notes
     except ConfigError as exc:  # each value passed on its own; together they should too
-        return base, [*notes, f"the link's settings do not fit together ({exc}); defaults used"]
+        return base, [*notes, f"the link's settings do not fit together ({markdown_literal(exc)}); "
+                              "defaults used"]
 
 
 def hidden_from_query(params: Mapping[str, str | list[str]]) -> tuple[frozenset[str], list[str]]:
@@ -171,7 +176,7 @@ def hidden_from_query(params: Mapping[str, str | list[str]]) -> tuple[frozenset[
         elif name in CONTROL_KEYS:
             hidden.add(name)
         else:
-            notes.append(f"`hide={name}`: not a control of the Train page")
+            notes.append(f"{markdown_code(f'hide={name}')}: not a control of the Train page")
     return frozenset(hidden), notes
 
 
