@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from dlcore.config import PRESETS, ConfigError, ModelSpec, RunConfig, TrainConfig
+from dlcore.text import MAX_NAME_CHARS, check_name
 
 
 class CliError(Exception):
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="a folder holding the dataset's files")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object")
     train.add_argument("--no-record", action="store_true", help="do not keep the run in the history")
-    train.add_argument("--name", help="a display name for the run in the history")
+    train.add_argument("--name", help="a display name for the run in the history (one line, at most "
+                                      f"{MAX_NAME_CHARS} characters)")
     add_config_flags(train)
     train.set_defaults(func=_train)
 
@@ -114,6 +116,10 @@ def _train(args: argparse.Namespace) -> int:
     from dlcore.store import RunStore
     from dlcore.train import EpochEnd
 
+    try:
+        name = check_name(args.name) or None
+    except ValueError as exc:
+        raise CliError(f"--name: {exc}") from None
     config = config_from_args(args)
     dataset = load_for_cli(config.train.dataset, args.data_dir)
     config = config.replace(**{"train.dataset": dataset.name})
@@ -135,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
     store = None if args.no_record else RunStore()
     if store is not None and store.notice:
         print(store.notice, file=sys.stderr)
-    result, run_id = train_recorded(config, dataset, store=store, on_event=show, name=args.name)
+    result, run_id = train_recorded(config, dataset, store=store, on_event=show, name=name)
     if args.json:
         print(json.dumps({
             "status": result.status, "run_id": run_id, "dataset": dataset.name,

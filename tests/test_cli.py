@@ -131,6 +131,21 @@ def test_more_bad_arguments_exit_2_with_one_line_in_process(
     assert captured.out == ""
 
 
+def test_a_name_over_80_characters_or_on_two_lines_exits_2_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    train = ["train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--name"]
+    for name, mentions in (("n" * 81, "at most 80 characters"), ("a\n\n**b**", "one line")):
+        assert cli.main([*train, name]) == 2
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "--name" in lines[0] and mentions in lines[0], captured.err
+        assert captured.out == ""
+    assert len(RunStore(tmp_path).list_runs()) == 0
+    assert cli.main([*train, "n" * 80]) == 0
+    assert RunStore(tmp_path).list_runs()["name"].tolist() == ["n" * 80]
+
+
 def test_every_config_field_has_a_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
     args = cli.build_parser().parse_args([
