@@ -29,6 +29,7 @@ from dlcore.preprocess import (
     prepare_upload,
     to_mnist,
 )
+from dlcore.text import markdown_literal
 from pages import common
 
 try:  # a custom component: optional, and its import needs a running Streamlit
@@ -69,8 +70,9 @@ def canvas_input():
 
 
 def prepared_upload(upload) -> Prepared | str:
-    """The upload decoded and preprocessed, or the refusal's message; worked out once per upload
-    (keyed by its file id) and kept in session state, so reruns do not decode the file again."""
+    """The upload decoded and preprocessed, or the refusal's message (markdown, the file's name
+    escaped); worked out once per upload (keyed by its file id) and kept in session state, so
+    reruns do not decode the file again."""
     key = getattr(upload, "file_id", None) or hashlib.sha256(upload.getbuffer()).hexdigest()
     cached = S.get("draw.prepared")
     if cached is not None and cached[0] == key:
@@ -79,7 +81,7 @@ def prepared_upload(upload) -> Prepared | str:
         outcome: Prepared | str = prepare_upload(upload.getvalue(), MAX_UPLOAD_BYTES,
                                                  MAX_UPLOAD_PIXELS, preview_side=2 * CANVAS_SIDE)
     except ImageError as exc:
-        outcome = f"{upload.name} cannot be used: {exc}"
+        outcome = f"{markdown_literal(upload.name)} cannot be used: {exc}"
     S["draw.prepared"] = (key, outcome)
     return outcome
 
@@ -99,7 +101,7 @@ def upload_input():
     if isinstance(outcome, str):
         st.error(outcome)
         return None
-    st.image(outcome.preview, caption=f"{upload.name}, as uploaded", width=CANVAS_SIDE)
+    st.image(outcome.preview, caption=f"{markdown_literal(upload.name)}, as uploaded", width=CANVAS_SIDE)
     return outcome.tensor
 
 
