@@ -135,7 +135,10 @@ class Server:
                 env[key] = str(value)
         command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                    "--server.port", str(self.port), "--server.address", "127.0.0.1",
-                   "--browser.gatherUsageStats", "false"]
+                   "--browser.gatherUsageStats", "false",
+                   # the checkout may be edited while a bench serves it: a file change would make
+                   # Streamlit evict and re-import modules under the running sessions
+                   "--server.fileWatcherType", "none"]
         for key, value in self.options.items():
             command += [f"--{key}", str(value)]
         log = self.log_path.open("wb")
