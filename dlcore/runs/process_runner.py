@@ -84,6 +84,7 @@ def _worker_main(tasks: Connection, events: Connection, stop_word, threads: int)
         if task is None:
             return
         spec: JobSpec = task
+        torch.set_num_threads(spec.threads or threads or torch.get_num_threads())
 
         def emit(event: RunEvent, job_id: int = spec.job_id) -> None:
             events.send((job_id, event))

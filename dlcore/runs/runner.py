@@ -52,9 +52,13 @@ class DatasetSource:
 
 @dataclass(frozen=True)
 class JobSpec:
+    """A job as a runner receives it. `threads` > 0 asks for that many CPU threads for this run
+    (0: the runner's own share of the cores)."""
+
     job_id: int
     config: RunConfig
     source: DatasetSource
+    threads: int = 0
 
 
 @dataclass(frozen=True)
