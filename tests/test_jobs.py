@@ -433,3 +433,19 @@ def test_a_workers_stop_word_ends_its_run_within_one_step(digits: Dataset) -> No
     assert result.batch_losses[-1][0] <= seen[0] + 1
     other = train(config(**{"train.epochs": 1}), digits, stop=_SharedStop(word, 8))
     assert other.status == "finished"  # a stop meant for job 7 does not stop job 8
+
+
+def test_a_run_gets_one_thread_while_others_wait(digits: Dataset, jobs_to_stop,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlcore.runs.thread_runner import ThreadRunner
+
+    manager = JobManager(max_jobs=1, orphan_seconds=600, runner=ThreadRunner(1))
+    assert manager.threads_for_next() == 0  # nobody waiting: the runner's share of the cores
+    first = manager.submit(long_job(digits, jobs_to_stop))
+    assert until(lambda: first.snapshot().state == "running")
+    waiting = TrainingJob(config(), digits, owner="second")
+    jobs_to_stop.append(waiting)
+    manager.submit(waiting)
+    assert manager.threads_for_next() == 1
+    monkeypatch.setenv("DLLAB_WORKER_THREADS", "3")
+    assert manager.threads_for_next() == 3
