@@ -2,8 +2,9 @@
 
     python bench/app_vs_headless.py [--data-dir ../shared/data/mnist] [--epochs 3] [--device auto]
 
-Headless: `dlcore.train.train` called directly. App: the same config in a `TrainingJob` thread,
-while the main thread does what the Train page's fragment does every REDRAW_SECONDS (take a
+Headless: `dlcore.train.train` called directly. App: the same config as a job of the app's runner
+(DLLAB_RUNNER, default a worker process), while this process does what the Train page's fragment
+does every REDRAW_SECONDS (take a
 snapshot, build both plotly figures, serialise them to JSON). Prints the median epoch seconds of each, the
 ratio, and the lesson's own loop's epoch seconds for scale. Nothing here asserts a time.
 """
@@ -31,8 +32,9 @@ def headless_epochs(config, dataset) -> list[float]:
     return [m.seconds for m in train(config, dataset).history]
 
 
-def app_epochs(config, dataset, redraw_every: float = REDRAW_SECONDS) -> tuple[list[float], int]:
-    job = JobManager(max_jobs=1).submit(TrainingJob(config, dataset))
+def app_epochs(config, dataset, data_dir: str | None, redraw_every: float = REDRAW_SECONDS
+               ) -> tuple[list[float], int]:
+    job = JobManager(max_jobs=1).submit(TrainingJob(config, dataset, data_dir=data_dir))
     redraws, epoch_figure = 0, (-1, None)
     while not job.wait(redraw_every):
         snap = job.snapshot()
@@ -64,7 +66,7 @@ def main() -> int:
 
     started = time.perf_counter()
     headless = headless_epochs(config, dataset)
-    app, redraws = app_epochs(config, dataset)
+    app, redraws = app_epochs(config, dataset, args.data_dir)
     headless_again = headless_epochs(config, dataset)  # bracket the app run against drift
     base = statistics.median(headless + headless_again)
     in_app = statistics.median(app)

@@ -253,45 +253,53 @@ def live_panel() -> None:
         st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow
 
 
-st.title("Train a network")
-apply_link()
-init_widgets()
-notes_box = st.container()
-dataset, _ = common.current_dataset()
-left, right = st.columns([1, 2])
-with left:
-    model_controls()
-    training_controls()
-values = {k: S[k] for k in widget_values(common.current_config())}
-values["train.dataset"] = dataset.name
-values["train.device"] = S.get("device", "auto")
-try:
-    config = config_from_widgets(values)
-    S["config"] = config
-except ConfigError as exc:
-    config = None
-    left.error(f"Setting refused: {exc}")
-else:
+def page() -> None:
+    """The page. Its names are locals, not the script module's globals: Streamlit gives every run a
+    new module whose functions and globals form a reference cycle, and with runner.postScriptGC off
+    a global `job` would keep each old run's result alive until a full collection."""
+    st.title("Train a network")
+    apply_link()
+    init_widgets()
+    notes_box = st.container()
+    dataset, _ = common.current_dataset()
+    left, right = st.columns([1, 2])
     with left:
-        link_panel(config)
-with notes_box:
-    notes_panel(config)
+        model_controls()
+        training_controls()
+    values = {k: S[k] for k in widget_values(common.current_config())}
+    values["train.dataset"] = dataset.name
+    values["train.device"] = S.get("device", "auto")
+    try:
+        config = config_from_widgets(values)
+        S["config"] = config
+    except ConfigError as exc:
+        config = None
+        left.error(f"Setting refused: {exc}")
+    else:
+        with left:
+            link_panel(config)
+    with notes_box:
+        notes_panel(config)
 
-with right:
-    job = common.current_job()
-    active = job is not None and job.snapshot().active
-    b1, b2, _ = st.columns([1, 1, 4])
-    if b1.button("Train", key="train_button", type="primary", disabled=active or config is None):
-        start_training(config, dataset)
-        active = True
-    if b2.button("Stop", key="stop_button", disabled=not active):
-        job.stop()
-    if active:
-        st.caption("Changing settings now applies to the next run, not this one.")
-    mode = redraw_mode(job.snapshot()) if job is not None else None
-    S["_redraw_mode"] = mode
-    pace = {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(mode)
-    st.fragment(run_every=pace)(live_panel)()
-    if config is not None:
-        with st.expander("Layer table", expanded=True):
-            layer_table(config, dataset)
+    with right:
+        job = common.current_job()
+        active = job is not None and job.snapshot().active
+        b1, b2, _ = st.columns([1, 1, 4])
+        if b1.button("Train", key="train_button", type="primary", disabled=active or config is None):
+            start_training(config, dataset)
+            job = common.current_job()
+            active = job is not None and job.snapshot().active
+        if b2.button("Stop", key="stop_button", disabled=not active):
+            job.stop()
+        if active:
+            st.caption("Changing settings now applies to the next run, not this one.")
+        mode = redraw_mode(job.snapshot()) if job is not None else None
+        S["_redraw_mode"] = mode
+        pace = {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(mode)
+        st.fragment(run_every=pace)(live_panel)()
+        if config is not None:
+            with st.expander("Layer table", expanded=True):
+                layer_table(config, dataset)
+
+
+page()
