@@ -26,6 +26,7 @@ from dlcore.dataset import Dataset
 from dlcore.runs.runner import (
     DIED_MESSAGE,
     JobSpec,
+    Outcome,
     RunEvent,
     RunFailed,
     failure_text,
@@ -34,7 +35,6 @@ from dlcore.runs.runner import (
     run_training,
     to_wire,
 )
-from dlcore.train import TrainResult
 
 _FINISHED, _FAILED = "finished", "failed"
 
@@ -120,28 +120,13 @@ def _warm_up() -> None:
             optimizer.zero_grad()
 
 
-class ProcessHandle:
+class ProcessHandle(Outcome):
     def __init__(self, worker: _Worker, job_id: int, on_event: Callable[[RunEvent], None]) -> None:
+        super().__init__()
         self.worker, self.job_id, self.on_event = worker, job_id, on_event
-        self._done = threading.Event()
-        self._result: TrainResult | None = None
-        self._error = ""
 
     def stop(self) -> None:
         self.worker.stop_word.value = self.job_id
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def outcome(self) -> TrainResult:
-        self._done.wait()
-        if self._result is None:
-            raise RunFailed(self._error or "the run ended without a result")
-        return self._result
-
-    def _end(self, result: TrainResult | None, error: str = "") -> None:
-        self._result, self._error = result, error
-        self._done.set()
 
 
 class _Worker:

@@ -48,6 +48,7 @@ from dlcore.runs.runner import (
     DIED_MESSAGE,
     DatasetSource,
     JobSpec,
+    Outcome,
     RunEvent,
     RunFailed,
     failure_text,
@@ -178,35 +179,18 @@ def _preload() -> None:
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo: seconds
 
 
-class RayHandle:
+class RayHandle(Outcome):
     def __init__(self, runner: RayRunner, job_id: int, ref: ray.ObjectRef,
                  on_event: Callable[[RunEvent], None]) -> None:
+        super().__init__()
         self.runner, self.job_id, self.ref, self.on_event = runner, job_id, ref, on_event
         self.stop_asked: float | None = None  # time.monotonic() of the first Stop
         self.cancelled = False
-        self._done = threading.Event()
-        self._result: TrainResult | None = None
-        self._error = ""
 
     def stop(self) -> None:
         if self.stop_asked is None and not self._done.is_set():
             self.stop_asked = time.monotonic()
             self.runner._hub.stop.remote(self.job_id)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def outcome(self) -> TrainResult:
-        self._done.wait()
-        if self._result is None:
-            raise RunFailed(self._error or "the run ended without a result")
-        return self._result
-
-    def _end(self, result: TrainResult | None, error: str = "") -> None:
-        if self._done.is_set():
-            return
-        self._result, self._error = result, error
-        self._done.set()
 
 
 def _ending(ref: ray.ObjectRef, stopped: bool) -> tuple[TrainResult | None, str]:

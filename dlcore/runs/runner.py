@@ -78,6 +78,30 @@ class RunHandle(Protocol):
     def outcome(self) -> TrainResult: ...  # raises RunFailed
 
 
+class Outcome:
+    """What every runner's handle shares: the run's end, once, as a result or a reason."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: TrainResult | None = None
+        self._error = ""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def outcome(self) -> TrainResult:
+        self._done.wait()
+        if self._result is None:
+            raise RunFailed(self._error or "the run ended without a result")
+        return self._result
+
+    def _end(self, result: TrainResult | None, error: str = "") -> None:
+        if self._done.is_set():
+            return
+        self._result, self._error = result, error
+        self._done.set()
+
+
 class Runner(Protocol):
     name: str
     slots: int
