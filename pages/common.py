@@ -41,14 +41,16 @@ def store() -> RunStore:
     return run_store(os.environ.get("DLLAB_HOME", ""))
 
 
-def manager() -> JobManager | None:
-    """The server's job manager, its runner warming up in the background; None (with the reason
-    shown) when the runner that DLLAB_RUNNER names cannot be had."""
+def manager(say_why: bool = True) -> JobManager | None:
+    """The server's job manager, its runner warming up in the background; None when the runner
+    that DLLAB_RUNNER names cannot be had (the reason shown, unless `say_why` is False because
+    another part of the page says it)."""
     try:
         found = default_manager()
         found.runner.warm()
     except (RunnerError, OSError) as exc:
-        st.error(f"Training is not available on this server: {exc}")
+        if say_why:
+            st.error(f"Training is not available on this server: {exc}")
         return None
     return found
 

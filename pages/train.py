@@ -149,7 +149,7 @@ def layer_table(config, dataset) -> None:
     total = sum(r.params for r in rows)
     memory = estimate_memory(config, dataset.shape, dataset.num_classes, len(dataset.train_y),
                              len(dataset.test_y))
-    manager = common.manager()
+    manager = common.manager(say_why=False)  # the sidebar says why when there is none
     try:
         limit = memory_limit(config.train.device, manager.max_jobs if manager else None)
     except ValueError as exc:

@@ -195,7 +195,7 @@ def memory_limit(device: str = "auto", max_jobs: int | None = None,
     """The bytes one job may use: DLLAB_MAX_JOB_MEMORY if set, else a share of the device.
 
     The share is CUDA_FRACTION of the GPU's memory, or RAM_FRACTION of the machine's RAM on the CPU
-    and MPS, divided among `max_jobs` jobs (default: DLLAB_MAX_JOBS, else 1).
+    and MPS, divided among `max_jobs` jobs (default: DLLAB_MAX_JOBS as the runners read it).
     """
     raw = environ.get("DLLAB_MAX_JOB_MEMORY", "").strip()
     if raw:
@@ -206,12 +206,10 @@ def memory_limit(device: str = "auto", max_jobs: int | None = None,
         if limit <= 0:
             raise ValueError(f"DLLAB_MAX_JOB_MEMORY: {raw!r} must be more than 0 bytes")
         return limit
-    if max_jobs is None:
-        raw_jobs = environ.get("DLLAB_MAX_JOBS", "").strip() or "1"
-        try:
-            max_jobs = int(raw_jobs)
-        except ValueError:
-            raise ValueError(f"DLLAB_MAX_JOBS: {raw_jobs!r} is not a whole number") from None
+    if max_jobs is None:  # the one rule for DLLAB_MAX_JOBS, its default included
+        from dlcore.runs.runners import max_jobs_from_env
+
+        max_jobs = max_jobs_from_env(environ)
     if max_jobs < 1:
         raise ValueError(f"max_jobs (DLLAB_MAX_JOBS) must be at least 1, not {max_jobs}")
     from dlcore.devices import resolve_device

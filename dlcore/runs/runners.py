@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from dlcore.runs.runner import Runner
 
@@ -15,11 +16,11 @@ DEFAULT_JOBS_CUDA = 4
 RAY_INSTALL = "pip install -r requirements-ray.txt"
 
 
-class RunnerError(Exception):
+class RunnerError(ValueError):
     """A runner that cannot be had; the message says what to set or install."""
 
 
-def max_jobs_from_env(environ: dict | None = None) -> int:
+def max_jobs_from_env(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     raw = environ.get("DLLAB_MAX_JOBS", "").strip()
     if not raw:
