@@ -155,12 +155,17 @@ def _drive(page, server: str) -> None:
         time.sleep(0.2)
     assert dropout.input_value() != before, "the Dropout slider did not move"
     moved_to = dropout.input_value()
-    moved_at = page.evaluate(CURVE_LAST_STEP)
+    # The slider's rerun may redraw the chart, so it can be absent for a moment: wait for it.
+    moved_at, deadline = 0, time.monotonic() + 10
+    while moved_at <= 0 and time.monotonic() < deadline:
+        moved_at = page.evaluate(CURVE_LAST_STEP)
+        time.sleep(0.2)
+    assert moved_at > 0, "the loss curve was not drawn after the slider moved"
     assert page.get_by_text("Finished.").count() == 0, "the run ended before the slider moved"
 
     page.get_by_text("Finished.").wait_for(timeout=240_000)
     final_step = page.evaluate(CURVE_LAST_STEP)
-    assert moved_at > 0 and final_step > moved_at, "training did not go on after the slider moved"
+    assert final_step > moved_at, "training did not go on after the slider moved"
     deadline = time.monotonic() + 20  # the chart may draw a moment after the status line
     while page.evaluate(EPOCH_POINTS) < 5 and time.monotonic() < deadline:
         time.sleep(0.3)
