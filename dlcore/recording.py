@@ -21,14 +21,17 @@ class RunRecorder:
     or `fail`. With no store every call does nothing and `run_id` stays None."""
 
     def __init__(self, store: RunStore | None, config: RunConfig, dataset: str,
-                 name: str | None = None) -> None:
+                 name: str | None = None, owner: str | None = None,
+                 owner_name: str | None = None) -> None:
         self.store, self.config, self.dataset, self.name = store, config, dataset, name
+        self.owner, self.owner_name = owner, owner_name
         self.run_id: int | None = None
 
     def start(self, device: str) -> int | None:
         if self.store is not None and self.run_id is None:
             self.run_id = self.store.start_run(self.config.to_dict(), dataset=self.dataset,
-                                               device=device, name=self.name)
+                                               device=device, name=self.name,
+                                               owner=self.owner, owner_name=self.owner_name)
         return self.run_id
 
     def event(self, event: Event) -> None:

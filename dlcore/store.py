@@ -29,13 +29,13 @@ import pandas as pd
 
 from dlcore.paths import home_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("running", "finished", "stopped", "diverged", "failed", "interrupted")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "seconds")
 FINAL_COLUMNS = ("test_acc", "test_loss", "train_acc", "train_loss", "params")
 RUN_COLUMNS = ("id", "created", "name", "tags", "dataset", "device", "status", *FINAL_COLUMNS,
-               "duration_s", "epochs", "pid", "host", "message")
+               "duration_s", "epochs", "pid", "host", "message", "owner", "owner_name")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -43,27 +43,30 @@ class StoreError(Exception):
     """A run that does not exist, or a request the store cannot honour; the message says which."""
 
 
-# Schema 1's runs columns, all kept by schema 2 (which adds `pid_token` and `weights_key`).
+# Schema 1's runs columns, all kept by schema 2 (which adds `pid_token` and `weights_key`) and 3
+# (which adds `owner`, the id of the session that started the run, and `owner_name`, its display
+# name; both NULL for older runs and for runs from the command line).
 _V1_RUN_COLUMNS = ("id", "created", "name", "tags", "dataset", "config", "device", "status",
                    "pid", "host", "test_acc", "test_loss", "train_acc", "train_loss", "params",
                    "duration_s", "message")
 
 
 def _create_runs(conn: sqlite3.Connection, table: str) -> None:
-    """The schema-2 runs table: ids never reused; the recorder's start token; the weights' key."""
+    """The runs table: ids never reused; the recorder's start token; the weights' key; the owner."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         " created TEXT NOT NULL, name TEXT, tags TEXT NOT NULL DEFAULT '[]', dataset TEXT,"
         " config TEXT NOT NULL,"
         " device TEXT, status TEXT NOT NULL, pid INTEGER, host TEXT, test_acc REAL,"
         " test_loss REAL, train_acc REAL, train_loss REAL, params INTEGER, duration_s REAL,"
-        " message TEXT NOT NULL DEFAULT '', pid_token TEXT, weights_key TEXT)")
+        " message TEXT NOT NULL DEFAULT '', pid_token TEXT, weights_key TEXT, owner TEXT,"
+        " owner_name TEXT)")
 
 
 def _migrate(conn: sqlite3.Connection, from_version: int) -> None:
     """Bring the schema from `from_version` to SCHEMA_VERSION, in the caller's transaction
     (which must have foreign keys off, or rebuilding `runs` would cascade-delete every epoch)."""
-    if from_version < 1:  # a new file: schema 2 at once
+    if from_version < 1:  # a new file: the latest schema at once
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         _create_runs(conn, "runs")
         conn.execute(
@@ -82,6 +85,9 @@ def _migrate(conn: sqlite3.Connection, from_version: int) -> None:
         conn.execute("ALTER TABLE runs_v2 RENAME TO runs")
         if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
             raise StoreError("the run history's epochs do not match its runs after migration")
+    elif from_version < 3:
+        conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+        conn.execute("ALTER TABLE runs ADD COLUMN owner_name TEXT")
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
 
@@ -296,9 +302,10 @@ class RunStore:
         return row
 
     def start_run(self, config: dict, *, dataset: str, device: str, name: str | None = None,
-                  params: int | None = None) -> int:
+                  params: int | None = None, owner: str | None = None,
+                  owner_name: str | None = None) -> int:
         """Record a new run as 'running' by this process; returns its id (never one used before
-        in this file, even by a deleted run)."""
+        in this file, even by a deleted run). `owner` is the id of the session it belongs to."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
         try:
@@ -308,10 +315,11 @@ class RunStore:
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (created, name, dataset, config, device, status, pid, host,"
-                " params, pid_token, weights_key) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                " params, pid_token, weights_key, owner, owner_name)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (_now().isoformat(timespec="seconds"), name, dataset, config_json, device,
                  os.getpid(), socket.gethostname(), None if params is None else int(params),
-                 _own_token(), secrets.token_hex(8)))
+                 _own_token(), secrets.token_hex(8), owner, owner_name))
             return int(cur.lastrowid)
 
     def add_epoch(self, run_id: int, metrics: dict) -> None:

@@ -19,6 +19,8 @@ from dlcore.config import ConfigError, RunConfig
 from dlcore.data import load_dataset
 from dlcore.dataset import Dataset
 from dlcore.runs.jobs import JobManager, JobRefused, JobSnapshot, TrainingJob, expected_wait
+from dlcore.runs.policy import ClassPolicy
+from dlcore.runs.roles import Person
 from dlcore.runs.runner import DatasetSource
 from dlcore.store import RunStore
 from dlcore.train import BatchProgress
@@ -449,3 +451,37 @@ def test_a_run_gets_one_thread_while_others_wait(digits: Dataset, jobs_to_stop,
     assert manager.threads_for_next() == 1
     monkeypatch.setenv("DLLAB_WORKER_THREADS", "3")
     assert manager.threads_for_next() == 3
+
+
+def test_the_class_rules_bind_students_at_submit_and_not_the_teacher(digits: Dataset, manager_of,
+                                                                      jobs_to_stop) -> None:
+    manager = manager_of(1)
+    rules = ClassPolicy(fixed={"train.lr": 0.01}, caps={"train.epochs": 3})
+    student, teacher = Person("s1", "Ada"), Person("t", "Teacher", teacher=True)
+    for changes, broken in (({"train.lr": 0.1}, "train.lr is fixed at 0.01"),
+                            ({"train.lr": 0.01, "train.epochs": 4}, "epochs may be at most 3")):
+        with pytest.raises(JobRefused, match=broken):
+            manager.submit(TrainingJob(config(**changes), digits, owner="s1"), rules, student)
+    allowed = TrainingJob(config(**{"train.lr": 0.01, "train.epochs": 3}), digits, owner="s1")
+    jobs_to_stop.append(manager.submit(allowed, rules, student))
+    assert allowed.wait(WAIT) and allowed.snapshot().state == "finished"
+    teachers = TrainingJob(config(**{"train.lr": 0.1, "train.epochs": 4}), digits, owner="t")
+    jobs_to_stop.append(manager.submit(teachers, rules, teacher))
+    assert teachers.wait(WAIT) and teachers.snapshot().state == "finished"
+
+
+def test_a_job_past_the_time_limit_is_stopped_with_its_epochs_kept(digits: Dataset, tmp_path: Path,
+                                                                   manager_of, jobs_to_stop) -> None:
+    store = RunStore(tmp_path)
+    job = TrainingJob(config(**{"train.epochs": 500}), digits, store=store, owner="s1",
+                      owner_name="Ada")
+    jobs_to_stop.append(job)
+    manager_of(1).submit(job, ClassPolicy(max_job_seconds=2.0), Person("s1", "Ada"))
+    assert job.wait(WAIT)
+    snap = job.snapshot()
+    assert snap.state == "stopped" and "time limit of 2 s" in snap.message
+    assert 1 <= len(snap.history) < 500 and f"its {len(snap.history)} finished" in snap.message
+    run = store.get_run(snap.run_id)
+    assert run["status"] == "stopped" and "time limit" in run["message"]
+    assert (run["owner"], run["owner_name"]) == ("s1", "Ada")
+    assert len(store.epochs(snap.run_id)) == len(snap.history)

@@ -21,7 +21,7 @@ import torch
 
 from dlcore import cli_runs
 from dlcore.config import RunConfig
-from dlcore.store import RunStore, StoreError
+from dlcore.store import SCHEMA_VERSION, RunStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = RunConfig().replace(**{"model.hidden": (64, 32), "train.lr": 0.01}).to_dict()
@@ -270,7 +270,7 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 def test_schema_version_and_newer_databases(store: RunStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "2",)
+            str(SCHEMA_VERSION),)
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer"):
         RunStore(store.home)
@@ -399,7 +399,7 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_runs_epochs_and_weights(
     assert store.weights_path(1) is None and set(store.load_weights(2)) == {"weight", "bias"}
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "2",)
+            str(SCHEMA_VERSION),)
         assert "AUTOINCREMENT" in conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
     conn.close()
@@ -409,6 +409,26 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_runs_epochs_and_weights(
     with pytest.raises(StoreError):
         store.epochs(2)
     assert RunStore(tmp_path).list_runs().shape[0] == 2
+    assert store.get_run(1)["owner"] is None  # runs from before owners belong to nobody
+
+
+def test_a_schema_2_file_gains_owners_and_keeps_its_runs(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "runs.sqlite") as conn:
+        conn.executescript(V1_SCHEMA.replace("INTEGER PRIMARY KEY, created",
+                                             "INTEGER PRIMARY KEY AUTOINCREMENT, created")
+                           .replace("message TEXT NOT NULL DEFAULT '');",
+                                    "message TEXT NOT NULL DEFAULT '', pid_token TEXT,"
+                                    " weights_key TEXT);")
+                           .replace("'schema_version', '1'", "'schema_version', '2'"))
+        conn.execute("INSERT INTO runs (created, name, config, status, weights_key) VALUES"
+                     " ('2026-01-01T00:00:00+00:00', 'old', ?, 'finished', 'k')",
+                     (json.dumps(CONFIG),))
+    conn.close()
+    store = RunStore(tmp_path)
+    assert store.get_run(1)["name"] == "old" and store.get_run(1)["owner"] is None
+    new = store.start_run(CONFIG, dataset="digits", device="cpu", owner="abc", owner_name="Ada")
+    assert new == 2 and store.list_runs().set_index("id").loc[2, "owner_name"] == "Ada"
+    assert store.get_run(new)["owner"] == "abc"
 
 
 @pytest.mark.parametrize("content", [b"garbage, not a weights file" * 10, b""],

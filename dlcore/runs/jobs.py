@@ -4,7 +4,9 @@ A job (config, dataset, owner) waits in the manager's fair queue (one waiting jo
 runner trains it somewhere (a worker process, a Ray task, a thread). Whatever the runner, its events
 come back to `TrainingJob._apply`, which updates the lock-protected state a page reads with
 `snapshot()` and records the run in the store. The manager stops jobs whose page has stopped asking
-about them for `orphan_seconds`: a closed browser tab must not hold the device forever.
+about them for `orphan_seconds`: a closed browser tab must not hold the device forever. A class's
+rules (dlcore.runs.policy) are checked at submit, and a job that runs past the class's time cap is
+stopped, its finished epochs kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dlcore.dataset import Dataset
 from dlcore.engine.memory import MemoryLimitError, check_memory, estimate_memory, memory_limit
 from dlcore.recording import RunRecorder
 from dlcore.runs.curve import LossCurve
+from dlcore.runs.policy import ClassPolicy, PolicyError
+from dlcore.runs.roles import Person
 from dlcore.runs.runner import DatasetSource, JobSpec, RunEvent, RunFailed, Runner, Started
 from dlcore.runs.runners import make_runner
 from dlcore.store import RunStore
@@ -56,6 +60,7 @@ class JobSnapshot:
     expected_wait_s: float | None = None
     place: str = ""
     owner: str = ""
+    owner_name: str = ""
     version: int = 0
 
     @property
@@ -83,16 +88,20 @@ class TrainingJob:
     """One run, from the queue to its outcome, started by `JobManager.submit`."""
 
     def __init__(self, config: RunConfig, dataset: Dataset, *, store: RunStore | None = None,
-                 name: str | None = None, owner: str = "local", data_dir: str | None = None) -> None:
+                 name: str | None = None, owner: str = "local", owner_name: str = "",
+                 data_dir: str | None = None) -> None:
         self.id = next(_job_ids)
         self.config = config.validate()
         self.dataset = dataset
         self.source = DatasetSource.of(dataset, data_dir)
-        self.owner = owner
+        self.owner, self.owner_name = owner, owner_name
+        self.max_seconds: float | None = None  # the class's time cap, set at submit
+        self.started_at: float | None = None  # monotonic time of the runner's first report
         self.memory = estimate_memory(self.config, dataset.shape, dataset.num_classes,
                                       len(dataset.train_y), len(dataset.test_y))
         self.params = self.memory.params
-        self.recorder = RunRecorder(store, self.config, dataset.name, name)
+        self.recorder = RunRecorder(store, self.config, dataset.name, name, owner=owner,
+                                    owner_name=owner_name or None)
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.progressed = threading.Event()  # the first live reading arrived (or the job ended)
@@ -112,7 +121,7 @@ class TrainingJob:
             s = self._state
             return JobSnapshot(s.state, self.config, position, s.progress, tuple(s.history),
                                self._curve.points(), s.message, s.run_id, s.result, s.first_layer,
-                               wait_s, s.place, self.owner, s.version)
+                               wait_s, s.place, self.owner, self.owner_name, s.version)
 
     def stop(self) -> None:
         """Ask the run to end after the current step (or leave the queue, if still waiting)."""
@@ -136,6 +145,7 @@ class TrainingJob:
     def _apply(self, event: RunEvent) -> None:
         """One event from the runner (in the runner's thread): into the state and the store."""
         if isinstance(event, Started):
+            self.started_at = time.monotonic()
             run_id = self.recorder.start(event.device)
             self._set(state="running", run_id=run_id, place=f"{event.device} on {event.place}")
             return
@@ -168,10 +178,17 @@ class TrainingJob:
             self._set(state="running")  # "Starting…" until the runner reports its first step
             spec = JobSpec(self.id, self.config, self.source, manager.threads_for_next())
             handle = manager.runner.start(spec, self.dataset, self._apply)
+            overran = False
             while not handle.wait(0.05):
                 if self.stop_event.is_set():
                     handle.stop()
+                elif self._overran():
+                    overran = True
+                    handle.stop()
             result = handle.outcome()
+            if overran and result.status == "stopped":
+                result.message = (f"Stopped at the class's time limit of {self.max_seconds:,.0f} s; "
+                                  f"its {len(result.history)} finished epoch(s) are kept.")
             self.recorder.finish(result)
             with self._lock:
                 self._curve = LossCurve(result.batch_losses)
@@ -185,6 +202,10 @@ class TrainingJob:
             manager.release(self)
             self.done.set()
             self.progressed.set()
+
+    def _overran(self) -> bool:
+        return (self.max_seconds is not None and self.started_at is not None
+                and time.monotonic() - self.started_at > self.max_seconds)
 
     def _fail(self, message: str) -> None:
         try:
@@ -227,9 +248,19 @@ class JobManager:
         except (MemoryLimitError, ValueError) as exc:
             raise JobRefused(str(exc)) from None
 
-    def submit(self, job: TrainingJob) -> TrainingJob:
-        """Queue `job`; refused when it would need more memory than one job may use, or while its
-        owner already has one waiting (one each keeps the queue fair)."""
+    def submit(self, job: TrainingJob, policy: ClassPolicy | None = None,
+               by: Person | None = None) -> TrainingJob:
+        """Queue `job`; refused when it breaks the class's `policy` (its fixed settings and caps
+        bind everyone but the teacher), would need more memory than one job may use, or while
+        its owner already has one waiting (one each keeps the queue fair). The policy's time cap
+        binds every job: it is stopped when it runs longer."""
+        if policy is not None:
+            if by is None or not by.teacher:
+                try:
+                    policy.check(job.config)
+                except PolicyError as exc:
+                    raise JobRefused(str(exc)) from None
+            job.max_seconds = policy.max_job_seconds
         self.check_memory(job)
         with self._cond:
             if any(other.owner == job.owner for other in self._waiting):
