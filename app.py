@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dlcore.data import DATASETS, download_dataset  # noqa: E402
 from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
+from dlcore.text import hide_paths, markdown_literal  # noqa: E402
 from pages import common  # noqa: E402
 
 st.set_page_config(page_title="DL Lab", page_icon="🧠", layout="wide")
@@ -25,26 +26,33 @@ PAGE_FILES = [
     ("pages/experiments.py", "Experiments", "📒"),
     ("pages/lessons.py", "Lessons", "🎓"),
     ("pages/draw.py", "Try it yourself", "✏️"),
+    ("pages/classroom.py", "Class", "👥"),
 ]
 PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
          for i, (path, title, icon) in enumerate(PAGE_FILES) if (HERE / path).exists()]
 
 
-def dataset_panel() -> None:
+def person_panel(person) -> None:
+    role = "teacher" if person.teacher else "student"
+    st.sidebar.caption(f"**You:** {markdown_literal(person.name)} ({role}) · your name and the "
+                       "teacher key are on the **Class** page")
+
+
+def dataset_panel(person) -> None:
     st.sidebar.selectbox("Dataset", common.DATASET_CHOICES, key="dataset",
                          format_func=common.dataset_title, persist_state="session")
-    st.sidebar.text_input("Data folder (optional)", key="data_dir", persist_state="session",
-                          help="A folder holding the dataset's files (IDX files for the MNIST "
-                               "family, cifar-10-batches-py for CIFAR-10).")
     dataset, note = common.current_dataset()
+    shown = (lambda text: str(text)) if person.teacher else hide_paths  # no server paths to students
     st.sidebar.caption(f"**In use:** {common.dataset_title(dataset.name)} — "
                        f"{len(dataset.train_y):,} train / {len(dataset.test_y):,} test images; "
-                       f"source: {dataset.source}")
+                       f"source: {markdown_literal(shown(dataset.source))}")
     if note:
-        st.sidebar.warning(note)
+        st.sidebar.warning(markdown_literal(shown(note)))
     wanted = st.session_state.get("dataset", "mnist")
     info = DATASETS.get(wanted)
-    if dataset.name != wanted and getattr(info, "downloadable", False):
+    if dataset.name != wanted and getattr(info, "downloadable", False) and not person.teacher:
+        st.sidebar.caption("Only the teacher can download a dataset or choose the data folder.")
+    elif dataset.name != wanted and getattr(info, "downloadable", False):
         if st.sidebar.button(f"Download {common.dataset_title(wanted)}", key="download"):
             bar = st.sidebar.progress(0.0, text="Downloading…")
             try:
@@ -85,7 +93,9 @@ def job_panel() -> None:
 
 
 navigation = st.navigation(PAGES)
-dataset_panel()
+me = common.person()
+person_panel(me)
+dataset_panel(me)
 device_panel()
 job_panel()
 navigation.run()

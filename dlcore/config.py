@@ -19,6 +19,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
 
 
+def _label(text: str) -> dict[str, str]:
+    """A field's label: how the app names the setting to a learner."""
+    return {"label": text}
+
+
 class ConfigError(ValueError):
     """A config value outside its allowed range; the message names the field."""
 
@@ -31,15 +36,15 @@ class ConfigError(ValueError):
 class ModelSpec:
     """What network to build. MLP fields and CNN fields live side by side; `kind` picks."""
 
-    kind: str = "mlp"
-    hidden: tuple[int, ...] = (512, 256)
-    activation: str = "relu"
-    dropout: float = 0.2
-    norm: str = "none"
-    conv_channels: tuple[int, ...] = (32, 64)
-    kernel_size: int = 3
-    pool: bool = True
-    dense: int = 128
+    kind: str = field(default="mlp", metadata=_label("Model kind"))
+    hidden: tuple[int, ...] = field(default=(512, 256), metadata=_label("Hidden layer widths"))
+    activation: str = field(default="relu", metadata=_label("Activation"))
+    dropout: float = field(default=0.2, metadata=_label("Dropout"))
+    norm: str = field(default="none", metadata=_label("Normalisation layers"))
+    conv_channels: tuple[int, ...] = field(default=(32, 64), metadata=_label("Conv block channels"))
+    kernel_size: int = field(default=3, metadata=_label("Kernel size"))
+    pool: bool = field(default=True, metadata=_label("Max-pool after each block"))
+    dense: int = field(default=128, metadata=_label("Dense head width"))
 
     def validate(self) -> None:
         _choice("model.kind", self.kind, MODEL_KINDS)
@@ -63,22 +68,22 @@ class ModelSpec:
 class TrainConfig:
     """How to train it. `train_subset` 0 means the whole training set."""
 
-    dataset: str = "mnist"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 64
-    epochs: int = 10
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    train_subset: int = 0
-    normalize: bool = True
-    augment: bool = False
-    early_stopping: bool = False
-    patience: int = 3
-    val_fraction: float = 0.1
-    seed: int = 42
-    device: str = "auto"
+    dataset: str = field(default="mnist", metadata=_label("Dataset"))
+    optimizer: str = field(default="adam", metadata=_label("Optimiser"))
+    lr: float = field(default=1e-3, metadata=_label("Learning rate"))
+    momentum: float = field(default=0.9, metadata=_label("Momentum"))
+    batch_size: int = field(default=64, metadata=_label("Batch size"))
+    epochs: int = field(default=10, metadata=_label("Epochs"))
+    weight_decay: float = field(default=0.0, metadata=_label("Weight decay"))
+    label_smoothing: float = field(default=0.0, metadata=_label("Label smoothing"))
+    train_subset: int = field(default=0, metadata=_label("Training images"))
+    normalize: bool = field(default=True, metadata=_label("Normalise inputs"))
+    augment: bool = field(default=False, metadata=_label("Augment"))
+    early_stopping: bool = field(default=False, metadata=_label("Early stopping"))
+    patience: int = field(default=3, metadata=_label("Patience (epochs)"))
+    val_fraction: float = field(default=0.1, metadata=_label("Validation fraction"))
+    seed: int = field(default=42, metadata=_label("Seed"))
+    device: str = field(default="auto", metadata=_label("Device"))
 
     def validate(self) -> None:
         _choice("train.dataset", self.dataset, DATASET_NAMES)
@@ -191,6 +196,16 @@ def _integer(name: str, value: Any, low: int, high: int) -> None:
 def _boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(name, f"{value!r} is not true or false")
+
+
+def setting_label(key: str) -> str:
+    """The learner's name of a setting, from its flat key ("train.lr" -> "Learning rate")."""
+    section, _, name = key.partition(".")
+    klass = {"model": ModelSpec, "train": TrainConfig}.get(section)
+    for f in fields(klass) if klass is not None else ():
+        if f.name == name:
+            return f.metadata.get("label", key)
+    return key
 
 
 PRESETS: dict[str, RunConfig] = {

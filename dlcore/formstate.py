@@ -20,6 +20,11 @@ LR_OPTIONS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0
 BATCH_OPTIONS = (8, 16, 32, 64, 128, 256, 512, 1024)
 WEIGHT_DECAY_OPTIONS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1)
 SUBSET_OPTIONS = (0, 100, 300, 1000, 3000, 10000, 30000)
+# A layer list's widgets: a count and one value per layer.
+LIST_WIDGETS: dict[str, tuple[str, ...]] = {
+    "model.hidden": ("model.n_hidden", *(f"model.width_{i}" for i in range(MAX_HIDDEN))),
+    "model.conv_channels": ("model.n_blocks", *(f"model.channels_{i}" for i in range(MAX_BLOCKS))),
+}
 
 
 def with_value(options: tuple, value: Any) -> list:

@@ -23,8 +23,8 @@ from dlcore.store import RunStore, StoreError
 CONFIG_PREFIXES = ("model.", "train.")
 OVERLAY_COLUMNS = ("run", "epoch", "test_acc", "test_loss", "val_acc", "val_loss", "train_acc",
                    "train_loss")
-TABLE_COLUMNS = ("id", "name", "tags", "dataset", "status", "test_acc", "test_loss", "train_acc",
-                 "epochs", "params", "duration_s", "device", "created")
+TABLE_COLUMNS = ("id", "name", "owner_name", "tags", "dataset", "status", "test_acc", "test_loss",
+                 "train_acc", "epochs", "params", "duration_s", "device", "created")
 SCATTER_EXTRA_FIELDS = ("params", "duration_s", "epochs")
 
 
@@ -178,8 +178,9 @@ def table_frame(runs_df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         frame[c] = values if numeric else values.map(format_value)
     for c in base[cut:]:
         frame[c] = runs_df[c]
-    if "name" in frame:
-        frame["name"] = frame["name"].map(format_value)
+    for c in ("name", "owner_name"):
+        if c in frame:
+            frame[c] = frame[c].map(format_value)
     return frame.reset_index(drop=True)
 
 

@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dlcore.config import ConfigError, RunConfig
-from dlcore.formstate import MAX_BLOCKS, MAX_HIDDEN, config_from_widgets, widget_values
+from dlcore.formstate import (
+    LIST_WIDGETS,
+    MAX_BLOCKS,
+    MAX_HIDDEN,
+    config_from_widgets,
+    widget_values,
+)
 from dlcore.text import markdown_code, markdown_literal
 
 HIDE = "hide"
@@ -38,10 +44,7 @@ SLIDER_RANGES: dict[str, tuple[float, float]] = {
     "train.patience": (1, 10),
 }
 # A hide name that stands for a group of controls.
-HIDE_GROUPS: dict[str, tuple[str, ...]] = {
-    "model.hidden": ("model.n_hidden", *(f"model.width_{i}" for i in range(MAX_HIDDEN))),
-    "model.conv_channels": ("model.n_blocks", *(f"model.channels_{i}" for i in range(MAX_BLOCKS))),
-}
+HIDE_GROUPS: dict[str, tuple[str, ...]] = LIST_WIDGETS
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 

@@ -87,3 +87,17 @@ def check_name(name: object, what: str = "name") -> str:
             ord(ch) < 32 or ord(ch) == 127 for ch in text):
         raise ValueError(f"a {what} must be one line of text, without control characters")
     return text
+
+
+# An absolute path (or one from the home folder) at the start of a word: "/srv/data/x(.gz)".
+_PATH = re.compile(r"(?<![\w/.~\-])(?:~(?=/)|/(?=[^\s/]))[^\s'\"`,;]*")
+SERVER_FOLDER = "[a folder on the server]"
+
+
+def hide_paths(text: object) -> str:
+    """`text` with every absolute path on the server replaced by SERVER_FOLDER: what a student
+    sees of a message about the server's files (the teacher sees them whole)."""
+    def replace(match: re.Match) -> str:
+        path = match.group(0)
+        return SERVER_FOLDER + path[len(path.rstrip(".:")):]  # a full stop after it stays
+    return _PATH.sub(replace, str(text))

@@ -1,9 +1,11 @@
 """What every page shares: the cached dataset, the one run store, the job manager, session state.
 
-Session state keys: "dataset", "data_dir", "device" (sidebar widgets), "config" (the RunConfig the
-Train page's widgets describe), "job" (this session's TrainingJob), "owner" (this session's id in the
-job queue), "opened_run" (a run id from the history that the inspection pages show instead of the
-last job).
+Session state keys: "dataset", "device" (sidebar widgets), "config" (the RunConfig the Train page's
+widgets describe), "job" (this session's TrainingJob), "owner" (this session's id: it owns the
+session's jobs and runs), "display_name" and "student_name" (the name typed, and the one given when
+none is), "teacher" (True once the teacher key was given), "opened_run" (a run id from the history
+that the inspection pages show instead of the last job). The data folder is the class's
+(`classroom().data_dir`), set by the teacher.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dlcore.config import PRESETS, RunConfig
 from dlcore.data import DATASETS, load_dataset, load_with_fallback
 from dlcore.dataset import Dataset, DatasetError
 from dlcore.inspection import RunView, view_from_result, view_from_store
+from dlcore.runs.classroom import Classroom
 from dlcore.runs.jobs import JobManager, TrainingJob, default_manager
+from dlcore.runs.roles import Person, display_name, teacher_key
 from dlcore.runs.runners import RunnerError
 from dlcore.store import RunStore
 
@@ -56,14 +60,42 @@ def manager(say_why: bool = True) -> JobManager | None:
 
 
 def owner() -> str:
-    """This browser session's place in the queue: one waiting job per owner."""
-    return st.session_state.setdefault("owner", uuid.uuid4().hex[:12])
+    """This browser session's id: it owns the session's jobs and runs (one waiting job each)."""
+    return st.session_state.setdefault("owner", uuid.uuid4().hex)
+
+
+@st.cache_resource
+def cached_classroom(key: str | None, home: str) -> Classroom:
+    return Classroom(key=key)
+
+
+def classroom() -> Classroom:
+    """The server's one classroom: its teacher key (from DLLAB_TEACHER_KEY or the secrets'
+    teacher_key), the class's rules and its data folder."""
+    secrets = st.secrets if st.secrets.load_if_toml_exists() else None
+    return cached_classroom(teacher_key(secrets), os.environ.get("DLLAB_HOME", ""))
+
+
+def person() -> Person:
+    """Who uses this session: their name, their owner id, and whether they are the teacher."""
+    room = classroom()
+    fallback = st.session_state.get("student_name")
+    if fallback is None:
+        fallback = st.session_state["student_name"] = room.names.next_name()
+    try:
+        name = display_name(st.session_state.get("display_name", ""), fallback)
+    except ValueError:
+        name = fallback
+    address = st.context.ip_address  # None on localhost; AppTest gives a stand-in object
+    teacher = bool(st.session_state.get("teacher")) or room.teacher_by_default(
+        address if isinstance(address, str) else None)
+    return Person(owner(), name, teacher)
 
 
 def current_dataset() -> tuple[Dataset, str | None]:
     """The dataset the sidebar names, falling back to the bundled sample with a note."""
     name = st.session_state.get("dataset", "mnist")
-    data_dir = st.session_state.get("data_dir", "").strip()
+    data_dir = classroom().data_dir
     try:
         return cached_dataset(name, data_dir)
     except DatasetError as exc:
@@ -92,7 +124,7 @@ def current_view() -> RunView | None:
         if opened not in cache:
             try:
                 run = store().get_run(opened)
-                dataset, _ = cached_dataset(run["dataset"], st.session_state.get("data_dir", ""))
+                dataset, _ = cached_dataset(run["dataset"], classroom().data_dir)
                 cache.clear()
                 cache[opened] = view_from_store(store(), opened, dataset)
             except Exception as exc:  # a deleted run, missing weights, unreadable data

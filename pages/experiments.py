@@ -7,6 +7,7 @@ import streamlit as st
 
 from dlcore import history
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
+from dlcore.runs.roles import NotAllowed
 from dlcore.store import STATUSES, StoreError
 from dlcore.text import check_name, markdown_literal
 from pages import common
@@ -30,12 +31,21 @@ def show_flash() -> None:
 
 
 # Callbacks: they run before the script, so the table drawn afterwards already shows the change.
+# Each checks again that this session may change the run: the buttons' disabled state is only
+# what the page drew.
+
+def allowed(run_id: int, action: str) -> None:
+    """Raise NotAllowed unless this session's person may `action` the run (StoreError: no run)."""
+    run = common.store().get_run(run_id)
+    common.person().require(run.get("owner"), run.get("owner_name"), action)
+
 
 def do_rename(run_id: int) -> None:
     try:
+        allowed(run_id, "rename")
         name = check_name(S.get("experiments.name", ""))
         common.store().rename(run_id, name or None)
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, NotAllowed) as exc:
         flash("error", f"Could not rename run {run_id}: {markdown_literal(exc)}.")
     else:
         flash("success", f"Run {run_id} renamed to “{markdown_literal(name)}”." if name
@@ -45,10 +55,11 @@ def do_rename(run_id: int) -> None:
 def do_tags(run_id: int) -> None:
     tags = history.split_tags(S.get("experiments.tags", ""))
     try:
+        allowed(run_id, "tag")
         for tag in tags:
             check_name(tag, "tag")
         common.store().set_tags(run_id, tags)
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, NotAllowed) as exc:
         flash("error", f"Could not tag run {run_id}: {markdown_literal(exc)}.")
     else:
         S["experiments.tags"] = ", ".join(tags)
@@ -67,8 +78,9 @@ def cancel_delete() -> None:
 def do_delete(run_id: int) -> None:
     S.pop(PENDING_DELETE, None)
     try:
+        allowed(run_id, "delete")
         common.store().delete(run_id)
-    except StoreError as exc:
+    except (StoreError, NotAllowed) as exc:
         flash("error", f"Could not delete run {run_id}: {markdown_literal(exc)}")
         return
     S["experiments.compare"] = [i for i in S.get("experiments.compare", []) if i != run_id]
@@ -79,8 +91,9 @@ def do_delete(run_id: int) -> None:
 
 def do_mark_interrupted(run_id: int) -> None:
     try:
+        allowed(run_id, "mark interrupted")
         common.store().mark_run_interrupted(run_id)
-    except StoreError as exc:
+    except (StoreError, NotAllowed) as exc:
         flash("error", f"Could not mark run {run_id} interrupted: {markdown_literal(exc)}")
     else:
         flash("success", f"Run {run_id} marked interrupted; its epochs are kept.")
@@ -190,6 +203,11 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         st.warning(f"Run {target} is no longer in the history ({markdown_literal(exc)}).")
         return
     sync_run_inputs(run)
+    mine = common.person().may_change(run.get("owner"))
+    if not mine:
+        whose = (f"{markdown_literal(run['owner_name'])}'s run" if run.get("owner_name")
+                 else "not your run")
+        st.caption(f"This is {whose}: only its owner or the teacher may rename, tag or delete it.")
     running = run["status"] == "running"
     if running and store.recorder_alive(target):
         st.caption("⏳ This run is still training (in this or another session).")
@@ -197,7 +215,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.caption("⏳ This run is marked running, but its recorder cannot be checked from here "
                    "(another machine, or an older DL Lab). If it is stuck, mark it interrupted.")
-        c2.button("Mark interrupted", key="experiments.mark_interrupted",
+        c2.button("Mark interrupted", key="experiments.mark_interrupted", disabled=not mine,
                   on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):
         st.caption(f"Status **{run['status']}**: {markdown_literal(run['message'])}")
@@ -205,10 +223,12 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.text_input("Name", key="experiments.name", max_chars=80)
-        st.button("Rename", key="experiments.rename", on_click=do_rename, args=(target,))
+        st.button("Rename", key="experiments.rename", on_click=do_rename, args=(target,),
+                  disabled=not mine)
     with c2:
         st.text_input("Tags (comma-separated)", key="experiments.tags", max_chars=300)
-        st.button("Save tags", key="experiments.set_tags", on_click=do_tags, args=(target,))
+        st.button("Save tags", key="experiments.set_tags", on_click=do_tags, args=(target,),
+                  disabled=not mine)
 
     weights = store.weights_path(target)
     d1, d2, d3, d4 = st.columns(4)
@@ -226,9 +246,9 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
                        file_name=f"run-{target}-config.json", mime="application/json",
                        key="experiments.config_json", on_click="ignore")
     d4.button("Delete…", key="experiments.delete", on_click=ask_delete, args=(target,),
-              disabled=running, help="A running run cannot be deleted; stop it first."
+              disabled=running or not mine, help="A running run cannot be deleted; stop it first."
               if running else "Delete this run, its epochs and its weights (asks first).")
-    if S.get(PENDING_DELETE) == target and not running:
+    if S.get(PENDING_DELETE) == target and not running and mine:
         st.warning(f"Delete run **{markdown_literal(labels[target])}** with all its epochs and "
                    "weights? This cannot be undone.")
         y, n, _ = st.columns([1, 1, 3])
@@ -284,6 +304,7 @@ with main:
                  on_select="rerun", selection_mode="multi-row",
                  column_config={
                      "id": st.column_config.NumberColumn("run", format="#%d"),
+                     "owner_name": st.column_config.TextColumn("by"),
                      "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
                      "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
                      "test_loss": st.column_config.NumberColumn("test loss", format="%.4f"),

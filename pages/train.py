@@ -1,7 +1,9 @@
 """Train: every setting of the model and its training, the layer table, Train/Stop, live curves.
 
 Every setting lives in the URL's query parameters (dlcore.querystate): a link opens the page with
-its settings, and `hide=` names controls a teacher has fixed (classroom mode).
+its settings, and `hide=` names controls to leave out. The class's rules (set by the teacher on the
+Class page, kept on the server) show a student's fixed settings disabled and cap the others; a
+link cannot undo them, and the job manager refuses a run that breaks them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dlcore.querystate import (
     should_apply,
 )
 from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, JobSnapshot, TrainingJob
+from dlcore.runs.policy import ClassPolicy
 from pages import common
 
 S = st.session_state
@@ -62,10 +65,37 @@ def shown(key: str) -> bool:
     return key not in S.get("classroom.hide", ())
 
 
+def rules() -> ClassPolicy:
+    """The class's rules as they bind this session (none for the teacher)."""
+    return S.get("_rules") or ClassPolicy()
+
+
+def apply_rules(bound: ClassPolicy) -> None:
+    """Set the widgets a student's class rules fix or cap, before they are drawn."""
+    S["_rules"] = bound
+    if not bound.binds_students:
+        return
+    values = {k: S[k] for k in widget_values(common.current_config())}
+    try:
+        config = config_from_widgets(values)
+    except ConfigError:
+        config = common.current_config()
+    S.update({k: v for k, v in widget_values(bound.apply(config)).items() if S.get(k) != v})
+
+
 def control(widget, label: str, *args, key: str, **kwargs) -> None:
-    """Draw the widget unless a teacher's link hides it; its value stays in session state."""
+    """Draw the widget unless a link hides it (disabled where the class's rules fix it); its value
+    stays in session state."""
+    if key in rules().fixed_widgets():
+        kwargs.update(disabled=True, help="Fixed by your teacher for the class.")
     if shown(key):
         widget(label, *args, key=key, **KEEP, **kwargs)
+
+
+def capped(key: str, low: float, high: float) -> tuple[float, float]:
+    """A slider's range under the class's cap on it."""
+    cap = rules().widget_cap(key)
+    return (low, high) if cap is None else (low, max(low, min(high, type(high)(cap))))
 
 
 def init_widgets() -> None:
@@ -76,6 +106,9 @@ def init_widgets() -> None:
 
 
 def choice_slider(label: str, key: str, options: tuple, fmt=str, **kwargs) -> None:
+    cap = rules().widget_cap(key)
+    if cap is not None:
+        options = tuple(o for o in options if o <= cap) or options[:1]
     control(st.select_slider, label, with_value(options, S[key]), key=key, format_func=fmt, **kwargs)
 
 
@@ -106,7 +139,7 @@ def training_controls() -> None:
     if S["train.optimizer"] == "sgd":
         control(st.slider, "Momentum", *R["train.momentum"], step=0.01, key="train.momentum")
     choice_slider("Batch size", "train.batch_size", BATCH_OPTIONS)
-    control(st.slider, "Epochs", *R["train.epochs"], key="train.epochs")
+    control(st.slider, "Epochs", *capped("train.epochs", *R["train.epochs"]), key="train.epochs")
     choice_slider("Weight decay", "train.weight_decay", WEIGHT_DECAY_OPTIONS, fmt=lambda v: f"{v:g}")
     control(st.slider, "Label smoothing", *R["train.label_smoothing"], step=0.05,
             key="train.label_smoothing")
@@ -122,8 +155,12 @@ def training_controls() -> None:
 
 def notes_panel(config) -> None:
     """Classroom mode, a link's ignored parameters and a loaded lesson, while its settings stand."""
-    if S.get("classroom.hide"):
-        st.info("Classroom mode: some settings are fixed by your teacher.")
+    lines = rules().describe()
+    if lines:
+        st.info("Your teacher has set these for the class:"
+                + "".join(f"\n- {line}" for line in lines))
+    elif S.get("classroom.hide"):
+        st.info("Classroom mode: the link leaves some settings out; they keep their values.")
     query = config_to_query(config) if config is not None else None
     link_query, link_notes = S.get("_link_notes", (None, []))
     if link_notes and link_query == query:
@@ -177,9 +214,10 @@ def start_training(config, dataset) -> None:
         return
     try:
         resolve_device(config.train.device)
-        job = TrainingJob(config, dataset, store=common.store(), owner=common.owner(),
-                          data_dir=S.get("data_dir", "").strip() or None)
-        manager.submit(job)
+        person = common.person()
+        job = TrainingJob(config, dataset, store=common.store(), owner=person.owner,
+                          owner_name=person.name, data_dir=common.classroom().data_dir or None)
+        manager.submit(job, common.classroom().policy, person)
     except (ConfigError, JobRefused) as exc:
         st.error(f"Cannot start: {exc}")
         return
@@ -260,6 +298,9 @@ def page() -> None:
     st.title("Train a network")
     apply_link()
     init_widgets()
+    person, room = common.person(), common.classroom()
+    apply_rules(ClassPolicy(max_job_seconds=room.policy.max_job_seconds) if person.teacher
+                else room.policy)
     notes_box = st.container()
     dataset, _ = common.current_dataset()
     left, right = st.columns([1, 2])

@@ -18,3 +18,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_classroom():
+    """Every test starts with a new classroom (no rules, no data folder), as after a server
+    start: the app keeps it in st.cache_resource, which outlives one AppTest in this process."""
+    from pages import common
+
+    common.cached_classroom.clear()
+    yield
+    common.cached_classroom.clear()

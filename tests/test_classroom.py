@@ -73,7 +73,7 @@ def test_a_policy_fixes_and_caps_students_settings() -> None:
     assert rules.validate() is rules
     config = RunConfig().replace(**{"train.lr": 0.1, "train.epochs": 9, "model.hidden": (512, 128)})
     broken = rules.broken_rules(config)
-    assert broken == ["train.lr is fixed at 0.01 by your teacher (this run has 0.1)",
+    assert broken == ["Learning rate is fixed at 0.01 by your teacher (this run has 0.1)",
                       "epochs may be at most 5 (this run has 9)",
                       "width of a hidden layer may be at most 256 (this run has 512)"]
     with pytest.raises(PolicyError, match="breaks the class's rules"):
@@ -82,7 +82,12 @@ def test_a_policy_fixes_and_caps_students_settings() -> None:
     assert (applied.train.lr, applied.train.epochs, applied.model.hidden) == (0.01, 5, (256, 128))
     rules.check(applied)
     assert rules.apply(applied) == applied
-    assert rules.describe() == ["train.lr = 0.01", "Epochs at most 5", "Width of a hidden layer at most 256"]
+    assert rules.describe() == ["Learning rate: 0.01", "Epochs at most 5",
+                                "Width of a hidden layer at most 256"]
+    assert rules.fixed_widgets() == {"train.lr"} and rules.widget_cap("train.epochs") == 5
+    assert rules.widget_cap("model.width_3") == 256 and rules.widget_cap("train.lr") is None
+    hidden = ClassPolicy(fixed={"model.hidden": (64,)}).fixed_widgets()
+    assert {"model.n_hidden", "model.width_0", "model.width_7"} <= hidden
 
 
 @pytest.mark.parametrize("bad", [

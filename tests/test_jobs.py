@@ -458,7 +458,7 @@ def test_the_class_rules_bind_students_at_submit_and_not_the_teacher(digits: Dat
     manager = manager_of(1)
     rules = ClassPolicy(fixed={"train.lr": 0.01}, caps={"train.epochs": 3})
     student, teacher = Person("s1", "Ada"), Person("t", "Teacher", teacher=True)
-    for changes, broken in (({"train.lr": 0.1}, "train.lr is fixed at 0.01"),
+    for changes, broken in (({"train.lr": 0.1}, "Learning rate is fixed at 0.01"),
                             ({"train.lr": 0.01, "train.epochs": 4}, "epochs may be at most 3")):
         with pytest.raises(JobRefused, match=broken):
             manager.submit(TrainingJob(config(**changes), digits, owner="s1"), rules, student)

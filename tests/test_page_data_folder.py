@@ -1,7 +1,7 @@
-"""AppTest: a data folder typed in the sidebar that cannot be read is one note, never a traceback.
+"""AppTest: a data folder that cannot be read is one note, never a traceback.
 
-(The folder is put in session state before the first run: in AppTest, a rerun of this app leaves
-the sidebar block empty, so the sidebar's widgets cannot be driven after the first run.)"""
+The folder is the class's, set on the Class page; the note is read from a new session's first run
+(in AppTest, a rerun of this app leaves the sidebar block empty)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,26 @@ import os
 from apphelpers import APP
 from streamlit.testing.v1 import AppTest
 
+from dlcore.text import markdown_literal
+
 
 def test_a_symlink_loop_as_the_data_folder_is_one_note(tmp_path, monkeypatch):
     loop = tmp_path / "a"
     os.symlink(tmp_path / "b", loop)
     os.symlink(loop, tmp_path / "b")
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DLLAB_TEACHER_KEY", raising=False)
+    teacher = AppTest.from_file(APP, default_timeout=180)  # no key, on the server's machine
+    teacher.switch_page("pages/classroom.py").run()
+    teacher.text_input(key="class.data_dir").input(str(loop)).run()
+    assert not teacher.exception, teacher.exception
+
     at = AppTest.from_file(APP, default_timeout=180)
-    at.session_state["data_dir"] = str(loop)
     at.run()
     assert not at.exception, at.exception
     notes = [w.value for w in at.sidebar.warning]
-    assert notes == [f"The data folder {loop} cannot be opened: Too many levels of symbolic "
-                     "links. Using the bundled MNIST sample instead."], notes
+    assert notes == [markdown_literal(f"The data folder {loop} cannot be opened: Too many levels "
+                                      "of symbolic links. Using the bundled MNIST sample instead.")]
     for page in ("pages/experiments.py", "pages/draw.py", "pages/train.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)

@@ -11,6 +11,7 @@ from dlcore.text import (
     MAX_NAME_CHARS,
     WORD_JOINER,
     check_name,
+    hide_paths,
     markdown_code,
     markdown_literal,
     plotly_literal,
@@ -83,3 +84,16 @@ def test_check_name_refuses_long_or_multiline_names():
         with pytest.raises(ValueError, match="one line"):
             check_name(bad)
     assert MAX_NAME_CHARS == 80
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("The data folder /tmp/a cannot be opened: Too many levels of symbolic links.",
+     "The data folder [a folder on the server] cannot be opened: Too many levels of symbolic links."),
+    ("/x/train-images-idx3-ubyte(.gz) is missing; put them in /x.",
+     "[a folder on the server] is missing; put them in [a folder on the server]."),
+    ("cache ~/.cache/dllab", "cache [a folder on the server]"),
+    ("78 samples/s · ETA 3 s, a 1/2 split, pass --data-dir FOLDER",
+     "78 samples/s · ETA 3 s, a 1/2 split, pass --data-dir FOLDER"),
+])
+def test_hide_paths_leaves_no_server_path(text: str, shown: str) -> None:
+    assert hide_paths(text) == shown

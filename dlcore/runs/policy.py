@@ -15,17 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlcore.config import ConfigError, RunConfig
+from dlcore.config import ConfigError, RunConfig, setting_label
+from dlcore.formstate import LIST_WIDGETS
 
 MAX_JOB_SECONDS_ENV = "DLLAB_MAX_JOB_SECONDS"
 
-# The settings a teacher may cap, and how the cap reads to a student.
+# The settings a teacher may cap, and how the cap reads to a student (a layer list's cap is on
+# its widest layer).
 CAPS: dict[str, str] = {
-    "train.epochs": "Epochs",
-    "train.batch_size": "Batch size",
+    "train.epochs": setting_label("train.epochs"),
+    "train.batch_size": setting_label("train.batch_size"),
     "model.hidden": "Width of a hidden layer",
     "model.conv_channels": "Channels of a conv block",
-    "model.dense": "Dense head width",
+    "model.dense": setting_label("model.dense"),
 }
 # The settings a teacher may fix: every setting of the Train page but the dataset and device
 # (chosen in the sidebar).
@@ -103,7 +105,8 @@ class ClassPolicy:
     def broken_rules(self, config: RunConfig) -> list[str]:
         """Each rule `config` breaks, in words for the student."""
         flat = config.flat()
-        broken = [f"{key} is fixed at {_show(value)} by your teacher (this run has {_show(flat[key])})"
+        broken = [f"{setting_label(key)} is fixed at {_show(value)} by your teacher (this run has "
+                  f"{_show(flat[key])})"
                   for key, value in self.fixed.items() if flat[key] != value]
         broken += [f"{CAPS[key].lower()} may be at most {_show(cap)} (this run has "
                    f"{_show(_largest(flat[key]))})"
@@ -116,9 +119,25 @@ class ClassPolicy:
         if broken:
             raise PolicyError("This run breaks the class's rules: " + "; ".join(broken) + ".")
 
+    def fixed_widgets(self) -> frozenset[str]:
+        """The Train page's widget keys whose values are fixed (a layer list is its count and
+        every width)."""
+        keys: set[str] = set()
+        for key in self.fixed:
+            keys.update(LIST_WIDGETS.get(key, (key,)))
+        return frozenset(keys)
+
+    def widget_cap(self, widget_key: str) -> float | None:
+        """The largest value the Train page's widget `widget_key` may take (None: no cap)."""
+        if widget_key.startswith("model.width_"):
+            return self.caps.get("model.hidden")
+        if widget_key.startswith("model.channels_"):
+            return self.caps.get("model.conv_channels")
+        return self.caps.get(widget_key)
+
     def describe(self) -> list[str]:
         """One line per rule, for the page that shows students what is fixed."""
-        lines = [f"{key} = {_show(value)}" for key, value in self.fixed.items()]
+        lines = [f"{setting_label(key)}: {_show(value)}" for key, value in self.fixed.items()]
         lines += [f"{CAPS[key]} at most {_show(cap)}" for key, cap in self.caps.items()]
         if self.max_job_seconds is not None:
             lines.append(f"a run may take at most {_show(self.max_job_seconds)} s")

@@ -1,0 +1,1 @@
+"""One module per page: the headless logic of that page, which its page alone imports."""
