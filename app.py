@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dlcore.data import DATASETS, download_dataset  # noqa: E402
 from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
-from dlcore.text import hide_paths, markdown_literal  # noqa: E402
+from dlcore.text import markdown_literal  # noqa: E402
 from pages import common  # noqa: E402
 
 st.set_page_config(page_title="DL Lab", page_icon="🧠", layout="wide")
@@ -42,12 +42,11 @@ def dataset_panel(person) -> None:
     st.sidebar.selectbox("Dataset", common.DATASET_CHOICES, key="dataset",
                          format_func=common.dataset_title, persist_state="session")
     dataset, note = common.current_dataset()
-    shown = (lambda text: str(text)) if person.teacher else hide_paths  # no server paths to students
     st.sidebar.caption(f"**In use:** {common.dataset_title(dataset.name)} — "
                        f"{len(dataset.train_y):,} train / {len(dataset.test_y):,} test images; "
-                       f"source: {markdown_literal(shown(dataset.source))}")
+                       f"source: {common.for_this_person(dataset.source)}")
     if note:
-        st.sidebar.warning(markdown_literal(shown(note)))
+        st.sidebar.warning(common.for_this_person(note))
     wanted = st.session_state.get("dataset", "mnist")
     info = DATASETS.get(wanted)
     if dataset.name != wanted and getattr(info, "downloadable", False) and not person.teacher:

@@ -24,6 +24,7 @@ from dlcore.runs.jobs import JobManager, TrainingJob, default_manager
 from dlcore.runs.roles import Person, display_name, teacher_key
 from dlcore.runs.runners import RunnerError
 from dlcore.store import RunStore
+from dlcore.text import hide_paths, markdown_literal
 
 DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
 
@@ -92,6 +93,13 @@ def person() -> Person:
     return Person(owner(), name, teacher)
 
 
+def for_this_person(text: object) -> str:
+    """A message about the server as this session may read it, as markdown: whole for the
+    teacher, without server paths for a student."""
+    text = str(text)
+    return markdown_literal(text if person().teacher else hide_paths(text))
+
+
 def current_dataset() -> tuple[Dataset, str | None]:
     """The dataset the sidebar names, falling back to the bundled sample with a note."""
     name = st.session_state.get("dataset", "mnist")
@@ -128,7 +136,7 @@ def current_view() -> RunView | None:
                 cache.clear()
                 cache[opened] = view_from_store(store(), opened, dataset)
             except Exception as exc:  # a deleted run, missing weights, unreadable data
-                st.warning(f"Run {opened} cannot be opened: {exc}")
+                st.warning(f"Run {opened} cannot be opened: {for_this_person(exc)}")
                 st.session_state.pop("opened_run", None)
                 return _job_view()
         return cache[opened]

@@ -263,10 +263,10 @@ try:
     store.mark_interrupted()  # runs whose recorder died since the server started
     runs = store.list_runs()
 except Exception as exc:  # a locked, unreadable or newer history: say so, change nothing
-    st.error(f"The run history cannot be read: {markdown_literal(exc)}")
+    st.error(f"The run history cannot be read: {common.for_this_person(exc)}")
     st.stop()
 if store.notice:
-    st.warning(markdown_literal(store.notice))
+    st.warning(common.for_this_person(store.notice))
 show_flash()
 labels = history.run_labels(runs)
 opened_line(labels)

@@ -142,7 +142,7 @@ st.markdown("Each lesson loads its settings into the **Train** page in one click
 try:
     all_runs = common.store().list_runs()
 except Exception as exc:  # an unreadable history must not hide the lessons
-    st.warning(f"The run history cannot be read: {exc}")
+    st.warning(f"The run history cannot be read: {common.for_this_person(exc)}")
     all_runs = pd.DataFrame()
 tabs = st.tabs([*SECTIONS.values(), "One training step"])
 for tab, kind in zip(tabs, SECTIONS, strict=False):
