@@ -1,4 +1,4 @@
-"""DL Lab: `streamlit run app.py`. Page config, navigation over pages/, and the sidebar status."""
+"""DL Lab: `streamlit run app.py`. Page config, navigation over app_pages/, and the sidebar status."""
 
 from __future__ import annotations
 
@@ -9,24 +9,24 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from app_pages import common  # noqa: E402
 from dlcore.data import DATASETS, download_dataset  # noqa: E402
 from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
 from dlcore.text import markdown_literal  # noqa: E402
-from pages import common  # noqa: E402
 
 st.set_page_config(page_title="DL Lab", page_icon="🧠", layout="wide")
 
 HERE = Path(__file__).resolve().parent
 PAGE_FILES = [
-    ("pages/train.py", "Train", "🏋️"),
-    ("pages/features.py", "Learned features", "🔬"),
-    ("pages/errors.py", "Errors", "❌"),
-    ("pages/baseline.py", "Random Forest baseline", "🌲"),
-    ("pages/experiments.py", "Experiments", "📒"),
-    ("pages/lessons.py", "Lessons", "🎓"),
-    ("pages/draw.py", "Try it yourself", "✏️"),
-    ("pages/classroom.py", "Class", "👥"),
+    ("app_pages/train.py", "Train", "🏋️"),
+    ("app_pages/features.py", "Learned features", "🔬"),
+    ("app_pages/errors.py", "Errors", "❌"),
+    ("app_pages/baseline.py", "Random Forest baseline", "🌲"),
+    ("app_pages/experiments.py", "Experiments", "📒"),
+    ("app_pages/lessons.py", "Lessons", "🎓"),
+    ("app_pages/draw.py", "Try it yourself", "✏️"),
+    ("app_pages/classroom.py", "Class", "👥"),
 ]
 PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
          for i, (path, title, icon) in enumerate(PAGE_FILES) if (HERE / path).exists()]

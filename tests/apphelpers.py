@@ -53,7 +53,7 @@ def train_run(at: AppTest, epochs: int = 1, subset: int = 1000, lr: float | None
 
     `model` sets the page's `model.*` controls: `kind` (a radio, applied first) and select sliders
     such as `channels_0=8`."""
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     if "kind" in model:
         at.radio(key="model.kind").set_value(model.pop("kind")).run()
     for key, value in model.items():

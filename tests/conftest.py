@@ -24,7 +24,7 @@ def one_thread():
 def fresh_classroom():
     """Every test starts with a new classroom (no rules, no data folder), as after a server
     start: the app keeps it in st.cache_resource, which outlives one AppTest in this process."""
-    from pages import common
+    from app_pages import common
 
     common.cached_classroom.clear()
     yield

@@ -1,10 +1,11 @@
 """A deep link on a fresh server: the first request of a new server goes straight to
 `/experiments`, and the page shows the app's own navigation and sidebar.
 
-Streamlit (1.67) runs a folder named `pages/` beside the main script as an old-style multipage
-app, listing every module in it (app, common, ...) and running the page without app.py, until
-some session has run app.py's `st.navigation` in that server process. Expected to fail until the
-page modules leave `pages/` (strict: it says so when it starts passing).
+Streamlit (1.67) runs a folder named `pages/` beside the main script as an old-style multipage app,
+listing every module in it (app, common, ...) and running the page without app.py, until some
+session has run app.py's `st.navigation` in that server process (PagesManager.uses_pages_directory,
+a class attribute set from the folder's existence alone). That is why the page modules live in
+`app_pages/`, not `pages/`.
 
 Needs Debian's Chromium at /usr/bin/chromium and the playwright package; where they are missing
 the test skips, except under CI (the CI variable set), where it fails, as tests/test_browser.py.
@@ -63,8 +64,6 @@ def fresh_server(home: Path) -> Iterator[str]:
             proc.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="pages/ is Streamlit's old multipage folder; the page "
-                                       "modules must move out of it")
 def test_a_deep_link_on_a_fresh_server_shows_the_apps_navigation(tmp_path):
     reason = _missing()
     if reason:
@@ -88,6 +87,7 @@ def test_a_deep_link_on_a_fresh_server_shows_the_apps_navigation(tmp_path):
             assert not set(shown) & set(MODULES), shown
             # app.py ran: its sidebar (the device panel) is there
             page.get_by_text("Training on:").first.wait_for(timeout=30_000)
+            assert page.get_by_text("Page not found").count() == 0
         finally:
             shots = Path(os.environ.get("DLLAB_SCREENSHOT_DIR", "/tmp"))
             page.screenshot(path=str(shots / "dllab-deeplink.png"))

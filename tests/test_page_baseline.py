@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         at = start_app(mp, tmp_path_factory.mktemp("dllab"))
         job = train_run(at, epochs=1, subset=3000)
-        at.switch_page("pages/baseline.py").run()
+        at.switch_page("app_pages/baseline.py").run()
         assert not at.exception
         at.slider(key="baseline.trees").set_value(20)
         at.button(key="baseline.fit").click().run()
@@ -88,7 +88,7 @@ def test_learning_curve_section(trained):
 
 def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
     at = start_app(monkeypatch, tmp_path)
-    at.switch_page("pages/baseline.py").run()
+    at.switch_page("app_pages/baseline.py").run()
     assert not at.exception
     assert any("comparison needs a trained network" in i.value for i in at.info)
     assert at.multiselect(key="baseline.sizes").value == [100, 300, 1000, 3000, 0]  # MNIST sample

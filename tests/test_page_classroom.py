@@ -11,8 +11,8 @@ import pytest
 from apphelpers import APP, train_run
 from streamlit.testing.v1 import AppTest
 
+from app_pages import common
 from dlcore.store import RunStore
-from pages import common
 
 KEY = "correct horse battery staple"
 
@@ -34,7 +34,7 @@ def school(tmp_path, monkeypatch):
 
 
 def become_teacher(at: AppTest) -> None:
-    at.switch_page("pages/classroom.py").run()
+    at.switch_page("app_pages/classroom.py").run()
     at.text_input(key="class.key").input("a wrong guess")
     at.button(key="class.unlock").click().run()
     assert [e.value for e in at.error] == ["That is not the teacher key."]
@@ -47,14 +47,14 @@ def become_teacher(at: AppTest) -> None:
 
 
 def pick_run(at: AppTest, run_id: int) -> None:
-    at.switch_page("pages/experiments.py").run()
+    at.switch_page("app_pages/experiments.py").run()
     at.multiselect(key="experiments.compare").set_value([run_id]).run()
     at.selectbox(key="experiments.target").set_value(run_id).run()
 
 
 def test_a_student_cannot_change_anothers_run_and_the_teacher_can(school):
     ada = school()
-    ada.switch_page("pages/classroom.py").run()
+    ada.switch_page("app_pages/classroom.py").run()
     ada.text_input(key="display_name").input("Ada").run()
     train_run(ada, epochs=1, subset=300)
     store = RunStore(os.environ["DLLAB_HOME"])
@@ -87,13 +87,13 @@ def test_a_student_cannot_change_anothers_run_and_the_teacher_can(school):
 
 
 def test_the_teacher_stops_a_students_job_from_the_class_page(school):
-    ada = school("pages/train.py")
+    ada = school("app_pages/train.py")
     ada.slider(key="train.epochs").set_value(50)
     ada.button(key="train_button").click().run()
     job = ada.session_state["job"]
     assert job.snapshot().active
 
-    ben = school("pages/classroom.py")
+    ben = school("app_pages/classroom.py")
     assert not any("who" in d.value.columns for d in ben.dataframe)
     assert not any(b.proto.id.endswith("class.stop") for b in ben.button)
 
@@ -111,15 +111,15 @@ def test_the_teacher_stops_a_students_job_from_the_class_page(school):
 def test_the_class_rules_show_fixed_on_a_students_page_and_bind_their_runs(school):
     teacher = school()
     become_teacher(teacher)
-    teacher.switch_page("pages/train.py").run()
+    teacher.switch_page("app_pages/train.py").run()
     teacher.select_slider(key="train.lr").set_value(0.01).run()
-    teacher.switch_page("pages/classroom.py").run()
+    teacher.switch_page("app_pages/classroom.py").run()
     teacher.multiselect(key="class.fixed").set_value(["train.lr"]).run()
     teacher.number_input(key="class.cap.train.epochs").set_value(5).run()
     teacher.button(key="class.save").click().run()
     assert any("rules are saved" in s.value for s in teacher.success), [e.value for e in teacher.error]
 
-    student = school("pages/train.py")
+    student = school("app_pages/train.py")
     lr = student.select_slider(key="train.lr")
     assert lr.value == 0.01 and lr.disabled
     epochs = student.slider(key="train.epochs")
@@ -146,7 +146,7 @@ def test_the_data_folder_is_the_teachers_and_students_never_see_its_path(school,
     loop = tmp_path / "a"
     os.symlink(tmp_path / "b", loop)
     os.symlink(loop, tmp_path / "b")
-    student = school("pages/classroom.py")
+    student = school("app_pages/classroom.py")
     assert not any(t.proto.id.endswith("class.data_dir") for t in student.text_input)
 
     teacher = school()
@@ -159,6 +159,6 @@ def test_the_data_folder_is_the_teachers_and_students_never_see_its_path(school,
     assert len(notes) == 1 and "cannot be opened" in notes[0] and "bundled MNIST sample" in notes[0]
     assert str(tmp_path) not in notes[0] and "a folder on the server" in notes[0]
     assert all(str(tmp_path) not in c.value for c in student.sidebar.caption)
-    for page in ("pages/experiments.py", "pages/draw.py", "pages/train.py"):
+    for page in ("app_pages/experiments.py", "app_pages/draw.py", "app_pages/train.py"):
         student.switch_page(page).run()
         assert not student.exception, (page, student.exception)

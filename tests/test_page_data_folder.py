@@ -20,7 +20,7 @@ def test_a_symlink_loop_as_the_data_folder_is_one_note(tmp_path, monkeypatch):
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("DLLAB_TEACHER_KEY", raising=False)
     teacher = AppTest.from_file(APP, default_timeout=180)  # no key, on the server's machine
-    teacher.switch_page("pages/classroom.py").run()
+    teacher.switch_page("app_pages/classroom.py").run()
     teacher.text_input(key="class.data_dir").input(str(loop)).run()
     assert not teacher.exception, teacher.exception
 
@@ -30,6 +30,6 @@ def test_a_symlink_loop_as_the_data_folder_is_one_note(tmp_path, monkeypatch):
     notes = [w.value for w in at.sidebar.warning]
     assert notes == [markdown_literal(f"The data folder {loop} cannot be opened: Too many levels "
                                       "of symbolic links. Using the bundled MNIST sample instead.")]
-    for page in ("pages/experiments.py", "pages/draw.py", "pages/train.py"):
+    for page in ("app_pages/experiments.py", "app_pages/draw.py", "app_pages/train.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)

@@ -22,14 +22,14 @@ def trained(tmp_path_factory, one_thread):
     with pytest.MonkeyPatch.context() as mp:
         at = start_app(mp, tmp_path_factory.mktemp("dllab"))
         job = train_run(at, epochs=1, subset=3000)
-        at.switch_page("pages/draw.py").run()
+        at.switch_page("app_pages/draw.py").run()
         assert not at.exception, at.exception
         yield at, job
 
 
 def test_no_run_shows_the_message(tmp_path, monkeypatch):
     at = start_app(monkeypatch, tmp_path)
-    at.switch_page("pages/draw.py").run()
+    at.switch_page("app_pages/draw.py").run()
     assert not at.exception
     assert any("No trained model yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")

@@ -15,14 +15,14 @@ def trained(tmp_path_factory):
         at = start_app(mp, tmp_path_factory.mktemp("dllab"), timeout=120)
         train_run(at)
         result = at.session_state["job"].snapshot().result
-        at.switch_page("pages/errors.py").run()
+        at.switch_page("app_pages/errors.py").run()
         assert not at.exception
         yield at, result
 
 
 def test_no_run_shows_the_info(tmp_path, monkeypatch):
     at = start_app(monkeypatch, tmp_path, timeout=120)
-    at.switch_page("pages/errors.py").run()
+    at.switch_page("app_pages/errors.py").run()
     assert not at.exception
     assert any("No trained model yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")

@@ -16,7 +16,7 @@ from dlcore.config import RunConfig
 from dlcore.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = "pages/experiments.py"
+PAGE = "app_pages/experiments.py"
 
 
 def by_key(at: AppTest, kind: str, key: str):
@@ -142,8 +142,8 @@ def test_open_shows_the_run_on_the_errors_page(recorded):
     at.button(key="experiments.open").click().run()
     assert at.session_state["opened_run"] == b
     assert any(f"#{b}" in i.value for i in at.info)
-    if (ROOT / "pages/errors.py").exists():
-        at.switch_page("pages/errors.py").run()
+    if (ROOT / "app_pages/errors.py").exists():
+        at.switch_page("app_pages/errors.py").run()
         assert not at.exception
         assert any(c.value.startswith(f"Run {b} ·") for c in at.caption)
         at.switch_page(PAGE).run()

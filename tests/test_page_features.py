@@ -13,11 +13,11 @@ EPOCHS = 2
 def app(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         at = start_app(mp, tmp_path_factory.mktemp("dllab"), timeout=120)
-        at.switch_page("pages/features.py").run()
+        at.switch_page("app_pages/features.py").run()
         assert not at.exception
         assert any("No trained model yet" in i.value for i in at.info)
         train_run(at, epochs=EPOCHS, subset=1000)
-        at.switch_page("pages/features.py").run()
+        at.switch_page("app_pages/features.py").run()
         assert not at.exception
         yield at
 
@@ -68,7 +68,7 @@ def test_one_image_through_the_network(app):
 def test_cnn_kernels_and_feature_maps(app):
     at = app
     train_run(at, epochs=1, subset=300, kind="cnn", channels_0=8, channels_1=8)
-    at.switch_page("pages/features.py").run()
+    at.switch_page("app_pages/features.py").run()
     assert not at.exception
     keys = chart_keys(at)
     assert {"features.kernels", "features.maps", "features.probs"} <= set(keys)

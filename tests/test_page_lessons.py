@@ -47,7 +47,7 @@ def test_each_lesson_loads_exactly_its_settings(app):
     at = app.run()
     at.slider(key="train.epochs").set_value(2).run()  # a learner's own change, replaced on load
     for key, config in lesson_runs():
-        at.switch_page("pages/lessons.py").run()
+        at.switch_page("app_pages/lessons.py").run()
         assert not at.exception
         at.button(key=key).click().run()
         assert not at.exception, key
@@ -123,8 +123,8 @@ def test_classroom_mode_hides_the_named_controls(app):
     assert at.select_slider(key="model.width_0").value == 64  # not hidden: still there
     config = at.session_state["config"]
     assert config.train.epochs == 3 and config.model.hidden == (64,) and config.train.lr == 1e-3
-    at.switch_page("pages/lessons.py").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/lessons.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert "train.epochs" not in [w.key for w in at.slider]
     assert at.query_params["hide"] == "model.n_hidden,train.epochs,train.lr"
 
@@ -132,10 +132,10 @@ def test_classroom_mode_hides_the_named_controls(app):
 def test_the_lr_mistake_diverges_and_the_page_says_why(app):
     at = app.run()
     at.selectbox(key="dataset").set_value("mnist-sample").run()
-    at.switch_page("pages/lessons.py").run()
+    at.switch_page("app_pages/lessons.py").run()
     at.button(key="lessons.load.lr.bad").click().run()
     assert on_train_page(at) and at.session_state["config"].train.lr == 10.0
-    at.switch_page("pages/train.py")  # AppTest would otherwise rerun the page it last switched to
+    at.switch_page("app_pages/train.py")  # AppTest would otherwise rerun the page it last switched to
     at.slider(key="train.epochs").set_value(1).run()
     at.button(key="train_button").click().run()
     job = at.session_state["job"]
@@ -144,7 +144,7 @@ def test_the_lr_mistake_diverges_and_the_page_says_why(app):
     assert job.snapshot().state == "diverged"
     errors = [e.value for e in at.error]
     assert any("Diverged" in e and "learning rate is too high" in e for e in errors), errors
-    at.switch_page("pages/lessons.py").run()
+    at.switch_page("app_pages/lessons.py").run()
     assert not at.exception
     tables = [d.value for d in at.dataframe if "which" in d.value.columns]
     assert len(tables) == 1  # only the lr lesson has a run of it
@@ -160,7 +160,7 @@ def step_table(at: AppTest):
 def test_step_through_one_step_at_a_time(app):
     at = app.run()
     at.selectbox(key="dataset").set_value("mnist-sample").run()
-    at.switch_page("pages/lessons.py").run()
+    at.switch_page("app_pages/lessons.py").run()
     assert any("Take one step" in i.value for i in at.info)
     at.button(key="lessons.step").click().run()
     at.button(key="lessons.step").click().run()
@@ -189,7 +189,7 @@ def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tm
         ids.append(run_id)
     at = app.run()
     at.session_state["session_runs"] = ids[:2]  # the third is someone else's
-    at.switch_page("pages/lessons.py").run()
+    at.switch_page("app_pages/lessons.py").run()
     assert not at.exception
     (table,) = [d.value for d in at.dataframe if "which" in d.value.columns
                 and set(d.value["run"]) == set(ids[:2])]

@@ -54,7 +54,7 @@ def test_a_queued_run_shows_its_place_and_no_charts(tmp_path, monkeypatch):
         deadline = time.monotonic() + 120
         while other.snapshot().progress is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        at.switch_page("pages/train.py").run()
+        at.switch_page("app_pages/train.py").run()
         at.button(key="train_button").click().run()
         assert not at.exception
         place = next(i.value for i in at.info if "Waiting for the device" in i.value)

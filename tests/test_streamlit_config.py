@@ -27,3 +27,11 @@ def test_streamlit_reads_it_as_off_when_started_from_the_project() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_no_pages_folder_beside_app_py() -> None:
+    # Streamlit runs a folder named pages/ beside the main script as an old-style multipage app
+    # (its own navigation over every module there, pages run without app.py) until a session has
+    # called st.navigation: a deep link on a fresh server showed that. The pages live in app_pages/.
+    assert not (ROOT / "pages").exists()
+    assert (ROOT / "app_pages" / "experiments.py").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app_pages import common
 from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
 from dlcore.devices import resolve_device
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
@@ -38,7 +39,6 @@ from dlcore.querystate import (
 )
 from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, JobSnapshot, TrainingJob
 from dlcore.runs.policy import ClassPolicy
-from pages import common
 
 S = st.session_state
 # A warm worker reports its first step within a few hundredths of a second: wait that long for it

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from dlcore import visuals
 from dlcore.figures import probability_bars
 from dlcore.models import layer_activations
-from pages import common
 
 S = st.session_state
 KEEP = dict(persist_state="session")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from dlcore.config import setting_label
 from dlcore.runs.policy import CAPS, FIXABLE, PolicyError
 from dlcore.runs.roles import NotAllowed
 from dlcore.text import markdown_literal
 from dlcore.views.classroom import job_rows, model_summary, policy_from_form
-from pages import common
 
 S = st.session_state
 KEEP = dict(persist_state="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from dlcore import comparison as cmp
 from dlcore.baselines import fit_forest
 from dlcore.config import ConfigError
@@ -15,7 +16,6 @@ from dlcore.figures import (
     log_x_lines_figure,
     ranked_bar_figure,
 )
-from pages import common
 
 S = st.session_state
 KEEP = dict(persist_state="session")

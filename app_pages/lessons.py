@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app_pages import common
 from dlcore.formstate import widget_values
 from dlcore.lessons import LESSONS, Lesson, LessonRun, lesson_run_table
 from dlcore.querystate import config_to_query
 from dlcore.stepthrough import Stepper, StepReport
-from pages import common
 
 S = st.session_state
-EXPERIMENTS = "pages/experiments.py"
+EXPERIMENTS = "app_pages/experiments.py"
 HAVE_EXPERIMENTS = (Path(__file__).resolve().parent / "experiments.py").exists()
 SECTIONS = {"network": "The lesson's networks", "exercise": "Exercises",
             "mistake": "Beginners' mistakes"}
@@ -68,7 +68,7 @@ def lesson_card(lesson: Lesson, runs: pd.DataFrame) -> None:
             left, right = st.columns([1, 2])
             if left.button(run.label, key=lesson.button_key(run), on_click=load_run,
                            args=(lesson, run)):
-                st.switch_page("pages/train.py")
+                st.switch_page("app_pages/train.py")
             right.markdown(f"*{run.look_for}*")
         st.markdown(f"**What to look for:** {lesson.look_for}")
         runs_table(lesson, runs)

@@ -13,6 +13,7 @@ import inspect
 
 import streamlit as st
 
+from app_pages import common
 from dlcore.figures import image_heatmap, probability_bars
 from dlcore.preprocess import (
     BOX,
@@ -30,7 +31,6 @@ from dlcore.preprocess import (
     to_mnist,
 )
 from dlcore.text import markdown_literal
-from pages import common
 
 try:  # a custom component: optional, and its import needs a running Streamlit
     from streamlit_drawable_canvas import st_canvas
