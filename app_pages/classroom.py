@@ -3,6 +3,8 @@ teacher, every job on the server (stop any), the rules editor and the class's da
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from app_pages import common
@@ -15,6 +17,8 @@ from dlcore.views.classroom import job_rows, model_summary, policy_from_form
 S = st.session_state
 KEEP = dict(persist_state="session")
 FLASH = "class._flash"
+STOP_NOTE = "class._stop_note"  # (kind, text, when): drawn inside the jobs fragment
+STOP_NOTE_SECONDS = 15.0
 
 
 def flash(kind: str, text: str) -> None:
@@ -69,22 +73,34 @@ def set_data_dir() -> None:
         flash("error", markdown_literal(exc))
 
 
+def stop_note(kind: str, text: str) -> None:
+    """A message about Stop: the button is in the jobs fragment, whose click reruns only the
+    fragment, so the message is drawn there (for a few seconds), not at the top of the page."""
+    S[STOP_NOTE] = (kind, text, time.monotonic())
+
+
+def show_stop_note() -> None:
+    kind, text, when = S.get(STOP_NOTE, (None, None, 0.0))
+    if kind is not None and time.monotonic() - when < STOP_NOTE_SECONDS:
+        getattr(st, kind)(text)
+
+
 def stop_job() -> None:
     wanted = S.get("class.stop_target")
     manager = common.manager(say_why=False)
     job = next((j for j in manager.jobs() if j.id == wanted), None) if manager else None
     person = common.person()
     if job is None:
-        flash("info", f"Job {wanted} has already ended.")
+        stop_note("info", f"Job {wanted} has already ended.")
         return
     try:
         person.require(job.owner, job.owner_name, "stop")
     except NotAllowed as exc:
-        flash("error", markdown_literal(exc))
+        stop_note("error", markdown_literal(exc))
         return
     job.stop()
-    flash("success", f"Job {job.id} of {markdown_literal(job.owner_name or 'a student')} is stopping; "
-                     "its finished epochs are kept.")
+    stop_note("success", f"Job {job.id} of {markdown_literal(job.owner_name or 'a student')} is "
+                         "stopping; its finished epochs are kept.")
 
 
 def you_section(person, room) -> None:
@@ -150,6 +166,7 @@ def rules_editor(room) -> None:
 
 def jobs_section() -> None:
     st.subheader("Every job on this server")
+    show_stop_note()
     manager = common.manager()
     if manager is None:
         return

@@ -80,16 +80,16 @@ def classroom() -> Classroom:
 def person() -> Person:
     """Who uses this session: their name, their owner id, and whether they are the teacher."""
     room = classroom()
+    address = st.context.ip_address  # None on localhost; AppTest gives a stand-in object
+    teacher = bool(st.session_state.get("teacher")) or room.teacher_by_default(
+        address if isinstance(address, str) else None)
     fallback = st.session_state.get("student_name")
     if fallback is None:
         fallback = st.session_state["student_name"] = room.names.next_name()
     try:
-        name = display_name(st.session_state.get("display_name", ""), fallback)
-    except ValueError:
+        name = display_name(st.session_state.get("display_name", ""), "Teacher" if teacher else fallback)
+    except ValueError:  # too long: the name boxes allow 80 characters, so only a crafted request
         name = fallback
-    address = st.context.ip_address  # None on localhost; AppTest gives a stand-in object
-    teacher = bool(st.session_state.get("teacher")) or room.teacher_by_default(
-        address if isinstance(address, str) else None)
     return Person(owner(), name, teacher)
 
 

@@ -48,6 +48,29 @@ KEEP = dict(persist_state="session")
 R = SLIDER_RANGES
 
 
+def name_given() -> None:
+    S["display_name"] = S.get("name_prompt", "")
+    S["name_asked"] = True
+
+
+def name_skipped() -> None:
+    S["name_asked"] = True
+
+
+def name_prompt(person) -> None:
+    """Ask a student's name once (skipped: they stay "Student N"); the Class page can change it."""
+    if person.teacher or S.get("name_asked") or S.get("display_name"):
+        return
+    with st.container(border=True):
+        st.markdown("**What is your name?** Your teacher sees it beside your runs. You can change "
+                    "it later on the **Class** page.")
+        c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+        c1.text_input("Your name", key="name_prompt", max_chars=80, label_visibility="collapsed",
+                      placeholder=person.name)
+        c2.button("OK", key="name_ok", on_click=name_given, type="primary")
+        c3.button(f"Skip (stay {person.name})", key="name_skip", on_click=name_skipped)
+
+
 def apply_link() -> None:
     """A link's settings (and its hidden controls) into the widgets' state, before they are drawn."""
     params = st.query_params.to_dict()
@@ -299,6 +322,7 @@ def page() -> None:
     apply_link()
     init_widgets()
     person, room = common.person(), common.classroom()
+    name_prompt(person)
     apply_rules(ClassPolicy(max_job_seconds=room.policy.max_job_seconds) if person.teacher
                 else room.policy)
     notes_box = st.container()

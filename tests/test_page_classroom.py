@@ -63,6 +63,11 @@ def test_a_student_cannot_change_anothers_run_and_the_teacher_can(school):
     assert run["owner_name"] == "Ada" and run["owner"] == ada.session_state["owner"]
 
     ben = school()
+    assert ben.button(key="name_skip").label == "Skip (stay Student 2)"
+    ben.text_input(key="name_prompt").input("Ben")
+    ben.button(key="name_ok").click().run()
+    assert not any(b.proto.id.endswith("name_ok") for b in ben.button)  # asked once
+    assert "**You:** Ben (student)" in [c.value for c in ben.sidebar.caption][0]
     pick_run(ben, run_id)
     assert any("This is Ada's run: only its owner or the teacher" in c.value for c in ben.caption)
     for key in ("experiments.rename", "experiments.set_tags", "experiments.delete"):
