@@ -14,6 +14,13 @@ import streamlit as st
 from app_pages import common
 from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
 from dlcore.devices import resolve_device
+from dlcore.engine.duration import (
+    DurationLimitError,
+    check_duration,
+    estimate_run_seconds,
+    format_duration,
+    format_limit,
+)
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
 from dlcore.formstate import (
@@ -216,9 +223,10 @@ def layer_table(config, dataset) -> None:
         limit, limit_text = None, str(exc)
     else:
         limit_text = f"one run may use {format_bytes(limit)} here"
-    params_col, memory_col = st.columns(2)
+    params_col, memory_col, time_col = st.columns(3)
     params_col.metric("Parameters", f"{total:,}")
     memory_col.metric("Memory (estimate)", format_bytes(memory.total), help=memory.describe())
+    time_panel(time_col, config, dataset)
     if limit is not None and memory.total > limit:
         st.warning(f"Too big to train here: about {format_bytes(memory.total)} of memory, and "
                    f"{limit_text}. A smaller batch size, narrower layers or fewer channels, or "
@@ -229,6 +237,22 @@ def layer_table(config, dataset) -> None:
                           "output shape": [" × ".join(map(str, r.output_shape)) for r in rows],
                           "parameters": [r.params for r in rows]})
     st.dataframe(frame, hide_index=True, key="layer_table")
+
+
+def time_panel(column, config, dataset) -> None:
+    """Where the class has a time cap: the run's estimated time, and a warning when it is over."""
+    cap = rules().max_job_seconds
+    if cap is None:
+        return
+    seconds = estimate_run_seconds(config, dataset.shape, dataset.num_classes, len(dataset.train_y),
+                                   len(dataset.test_y))
+    column.metric("Time (estimate)", format_duration(seconds).removeprefix("about "),
+                  help=f"Measured on this server's device; a run may take at most "
+                       f"{format_limit(cap)} in this class.")
+    try:
+        check_duration(seconds, cap)
+    except DurationLimitError as exc:
+        st.warning(f"Too long for this class: {exc}")
 
 
 def start_training(config, dataset) -> None:

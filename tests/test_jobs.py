@@ -470,8 +470,25 @@ def test_the_class_rules_bind_students_at_submit_and_not_the_teacher(digits: Dat
     assert teachers.wait(WAIT) and teachers.snapshot().state == "finished"
 
 
+def test_a_job_expected_to_take_too_long_is_refused_before_it_starts(digits: Dataset,
+                                                                     manager_of) -> None:
+    job = TrainingJob(config(**{"train.epochs": 500}), digits, owner="s1")
+    assert job.estimate_seconds() > 1.0  # 500 epochs of 1,437 images
+    with pytest.raises(JobRefused, match=r"would take about .* \(estimate\), and a run may take at "
+                                         r"most 1 s"):
+        manager_of(1).submit(job, ClassPolicy(max_job_seconds=1.0), Person("s1", "Ada"))
+    assert not job.thread.is_alive() and job.snapshot().state == "queued"
+    teacher = Person("t", "Teacher", teacher=True)  # the time cap binds the teacher too
+    with pytest.raises(JobRefused, match="at most 1 s"):
+        manager_of(1).submit(TrainingJob(config(**{"train.epochs": 500}), digits, owner="t"),
+                             ClassPolicy(max_job_seconds=1.0), teacher)
+
+
 def test_a_job_past_the_time_limit_is_stopped_with_its_epochs_kept(digits: Dataset, tmp_path: Path,
-                                                                   manager_of, jobs_to_stop) -> None:
+                                                                   manager_of, jobs_to_stop,
+                                                                   monkeypatch) -> None:
+    # An estimate can be short (a busy machine): the cap still holds, by the clock.
+    monkeypatch.setattr(TrainingJob, "estimate_seconds", lambda self: 0.5)
     store = RunStore(tmp_path)
     job = TrainingJob(config(**{"train.epochs": 500}), digits, store=store, owner="s1",
                       owner_name="Ada")

@@ -167,3 +167,21 @@ def test_the_data_folder_is_the_teachers_and_students_never_see_its_path(school,
     for page in ("app_pages/experiments.py", "app_pages/draw.py", "app_pages/train.py"):
         student.switch_page(page).run()
         assert not student.exception, (page, student.exception)
+
+
+def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
+    teacher = school()
+    become_teacher(teacher)
+    teacher.number_input(key="class.max_seconds").set_value(2).run()
+    teacher.button(key="class.save").click().run()
+    assert "a run may take at most 2 s" in next(i.value for i in teacher.info if "rules" in i.value)
+
+    student = school("app_pages/train.py")  # the seed MLP, 10 epochs of the 10,000-image sample
+    estimate = next(m for m in student.metric if m.label == "Time (estimate)")
+    assert estimate.value.endswith(("s", "min"))
+    assert any(w.value.startswith("Too long for this class: This run would take")
+               for w in student.warning)
+    student.button(key="train_button").click().run()
+    assert any(e.value.startswith("Cannot start: This run would take") and "at most 2 s" in e.value
+               for e in student.error)
+    assert "job" not in student.session_state

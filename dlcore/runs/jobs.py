@@ -22,6 +22,7 @@ import numpy as np
 
 from dlcore.config import RunConfig
 from dlcore.dataset import Dataset
+from dlcore.engine.duration import DurationLimitError, check_duration, estimate_run_seconds
 from dlcore.engine.memory import MemoryLimitError, check_memory, estimate_memory, memory_limit
 from dlcore.recording import RunRecorder
 from dlcore.runs.curve import LossCurve
@@ -133,6 +134,12 @@ class TrainingJob:
     def wait_for_progress(self, timeout: float) -> bool:
         """Until the first live reading (so a page can draw the curve's first point at once)."""
         return self.progressed.wait(timeout)
+
+    def estimate_seconds(self) -> float:
+        """Seconds this run should train here, worked out before it starts (dlcore.engine.duration:
+        the first call in a process times a short step, about 0.4 s)."""
+        d = self.dataset
+        return estimate_run_seconds(self.config, d.shape, d.num_classes, len(d.train_y), len(d.test_y))
 
     def duration_estimate(self, rate: float | None) -> float | None:
         """Seconds this job should train, given a throughput in parameter-samples per second."""
@@ -251,9 +258,10 @@ class JobManager:
     def submit(self, job: TrainingJob, policy: ClassPolicy | None = None,
                by: Person | None = None) -> TrainingJob:
         """Queue `job`; refused when it breaks the class's `policy` (its fixed settings and caps
-        bind everyone but the teacher), would need more memory than one job may use, or while
-        its owner already has one waiting (one each keeps the queue fair). The policy's time cap
-        binds every job: it is stopped when it runs longer."""
+        bind everyone but the teacher), would need more memory than one job may use, is expected
+        to take longer than the policy's time cap, or while its owner already has one waiting (one
+        each keeps the queue fair). The time cap binds every job: one that runs longer is stopped,
+        its finished epochs kept."""
         if policy is not None:
             if by is None or not by.teacher:
                 try:
@@ -262,6 +270,11 @@ class JobManager:
                     raise JobRefused(str(exc)) from None
             job.max_seconds = policy.max_job_seconds
         self.check_memory(job)
+        if job.max_seconds is not None:
+            try:
+                check_duration(job.estimate_seconds(), job.max_seconds)
+            except DurationLimitError as exc:
+                raise JobRefused(str(exc)) from None
         with self._cond:
             if any(other.owner == job.owner for other in self._waiting):
                 raise JobRefused("You already have a run waiting for the device; one waiting run "
