@@ -81,7 +81,9 @@ def name_prompt(person) -> None:
 def apply_link() -> None:
     """A link's settings (and its hidden controls) into the widgets' state, before they are drawn."""
     params = st.query_params.to_dict()
-    if not should_apply(params, S.get("_link_written")):
+    first_visit = not S.get("_link_checked")
+    S["_link_checked"] = True
+    if not should_apply(params, first_visit):
         return
     config, notes = config_from_query(params)
     hidden, hide_notes = hidden_from_query(params)
@@ -206,7 +208,6 @@ def link_panel(config) -> None:
     params = link_params(config, S.get("classroom.hide", ()))
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
-    S["_link_written"] = params
     st.caption("Copy link to these settings")
     st.code(link_url(st.context.url, params), language=None, wrap_lines=True)
 

@@ -199,10 +199,12 @@ def link_params(config: RunConfig, hidden: Iterable[str] = ()) -> dict[str, str]
     return config_to_query(config, hide_names(hidden))
 
 
-def should_apply(params: Mapping[str, Any], written: Mapping[str, Any] | None) -> bool:
-    """Whether the URL carries a link to apply: not empty (a page switch clears it) and not what
-    the Train page wrote itself."""
-    return bool(params) and dict(params) != dict(written or {})
+def should_apply(params: Mapping[str, Any], first_visit: bool) -> bool:
+    """Whether the URL carries a link to apply: only on the session's first visit to the Train
+    page, and only when it is not empty. A link opens a new browser session; after that the URL
+    holds what the Train page wrote, and the query string a rerun brings back can be a write or two
+    behind (a slider moved while the page was rerunning): applied, it put the slider back."""
+    return first_visit and bool(params)
 
 
 def link_url(base: str | None, params: Mapping[str, str]) -> str:

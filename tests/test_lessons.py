@@ -187,9 +187,9 @@ def test_link_url_and_when_to_apply_a_link():
     assert link_url("http://localhost:8501/train", {"train.lr": "0.1", "hide": "a,b"}) == \
         "http://localhost:8501/train?train.lr=0.1&hide=a,b"
     assert link_url(None, {}) == ""
-    assert not should_apply({}, None)  # a page switch clears the URL: keep the settings
-    assert should_apply({"train.lr": "0.1"}, None)
-    assert not should_apply({"train.lr": "0.1"}, {"train.lr": "0.1"})  # what the page wrote
+    assert not should_apply({}, True)  # no link: keep the settings
+    assert should_apply({"train.lr": "0.1"}, True)
+    assert not should_apply({"train.lr": "0.1"}, False)  # what the page wrote, maybe a rerun late
 
 
 # ---- one training step ----------------------------------------------------------------------
