@@ -75,7 +75,7 @@ def name_prompt(person) -> None:
         c1.text_input("Your name", key="name_prompt", max_chars=80, label_visibility="collapsed",
                       placeholder=person.name)
         c2.button("OK", key="name_ok", on_click=name_given, type="primary")
-        c3.button(f"Skip (stay {person.name})", key="name_skip", on_click=name_skipped)
+        c3.button("Skip", key="name_skip", on_click=name_skipped, help=f"You stay {person.name}.")
 
 
 def apply_link() -> None:

@@ -63,7 +63,7 @@ def test_a_student_cannot_change_anothers_run_and_the_teacher_can(school):
     assert run["owner_name"] == "Ada" and run["owner"] == ada.session_state["owner"]
 
     ben = school()
-    assert ben.button(key="name_skip").label == "Skip (stay Student 2)"
+    assert ben.button(key="name_skip").help == "You stay Student 2."
     ben.text_input(key="name_prompt").input("Ben")
     ben.button(key="name_ok").click().run()
     assert not any(b.proto.id.endswith("name_ok") for b in ben.button)  # asked once
