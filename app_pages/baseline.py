@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages import common
 from dlcore import comparison as cmp
+from dlcore import numbers
 from dlcore.baselines import fit_forest
 from dlcore.config import ConfigError
 from dlcore.figures import (
@@ -75,9 +76,10 @@ def fit(dataset, split) -> None:
 
 def forest_summary(forest) -> None:
     cache = " (from the cache: fitted before with these settings)" if forest.from_cache else ""
-    st.success(f"Forest of {forest.params.n_estimators} trees on {forest.params.features}: test "
-               f"accuracy **{forest.accuracy:.2%}**, {forest.train_size:,} training images, "
-               f"fit in {forest.fit_seconds:.1f} s{cache}.")
+    st.success(f"Forest of {numbers.count(forest.params.n_estimators)} trees on "
+               f"{forest.params.features}: test accuracy **{numbers.percent(forest.accuracy)}**, "
+               f"{numbers.count(forest.train_size)} training images, fit in "
+               f"{numbers.seconds(forest.fit_seconds)}{cache}.")
 
 
 def network_predict_seconds(view) -> float:
@@ -92,10 +94,10 @@ def network_predict_seconds(view) -> float:
 
 def comparison_section(view, forest) -> None:
     st.header("Side by side")
-    table = cmp.comparison_table(view, forest, network_predict_seconds(view))
+    table = cmp.comparison_text(cmp.comparison_table(view, forest, network_predict_seconds(view)))
     st.dataframe(table, hide_index=True, key="baseline.table", column_config={
-        cmp.NETWORK: st.column_config.NumberColumn(format="%.4g"),
-        cmp.FOREST: st.column_config.NumberColumn(format="%.4g")})
+        cmp.NETWORK: st.column_config.TextColumn(alignment="right"),
+        cmp.FOREST: st.column_config.TextColumn(alignment="right")})
     st.caption("Both were tested on the same test set after training on the same images. The "
                "network's prediction time is one pass over the test set on the CPU, measured here; "
                "the network may have trained on a GPU.")
@@ -160,7 +162,8 @@ def curve_section(dataset, view) -> None:
     clamp("baseline.curve_epochs", 1, 20, 3)
     c1, c2 = st.columns([3, 1])
     c1.multiselect("Training-set sizes", options, key="baseline.sizes", **KEEP,
-                   format_func=lambda v: f"all ({num_train:,})" if v == 0 else f"{v:,}")
+                   format_func=lambda v: f"all ({numbers.count(num_train)})" if v == 0
+                   else numbers.count(v))
     c2.number_input("Network epochs", 1, 20, step=1, key="baseline.curve_epochs", **KEEP)
     if st.button("Run learning curve", key="baseline.curve", disabled=not S["baseline.sizes"]):
         run_curve(dataset)
@@ -180,7 +183,10 @@ def curve_section(dataset, view) -> None:
                                        "training images (log scale)", "test accuracy"),
                     key="baseline.curve_chart")
     st.markdown(cmp.crossover_sentence(curve))
-    st.dataframe(curve, hide_index=True, key="baseline.curve_table")
+    text = cmp.curve_text(curve)
+    st.dataframe(text, hide_index=True, key="baseline.curve_table", column_config={
+        c: st.column_config.TextColumn(alignment="right") for c in text.columns
+        if c != cmp.CURVE_TEXT_COLUMNS["network_status"]})
 
 
 def run_curve(dataset) -> None:
@@ -219,8 +225,9 @@ else:
     dataset = view.dataset
     split = cmp.forest_split(view.config)
     run = f"run {view.run_id}" if view.run_id is not None else "this session's run"
-    st.caption(f"Comparing with {run}: {view.dataset.name}, {cmp.network_train_size(view):,} "
-               f"training images (seed {split.seed}), test accuracy {view.test_acc:.2%}.")
+    st.caption(f"Comparing with {run}: {view.dataset.name}, "
+               f"{numbers.count(cmp.network_train_size(view))} training images (seed {split.seed}), "
+               f"test accuracy {numbers.percent(view.test_acc)}.")
 
 forest_controls()
 if st.button("Fit forest", key="baseline.fit", type="primary"):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from dlcore import numbers
 from dlcore.baselines import BaselineResult, ForestParams, feature_names, fit_forest
 from dlcore.config import RunConfig
 from dlcore.dataset import Dataset, split_train
@@ -111,13 +112,24 @@ def network_train_size(view: RunView) -> int:
 # ---------------------------------------------------------------- tables
 
 
+# How each row of the comparison table is written for the page: its measure without the unit
+# where the cells carry it, and the one rule of dlcore.numbers for its cells.
+TEXT_ROWS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "test accuracy": ("test accuracy", numbers.percent),
+    "training images": ("training images", numbers.count),
+    "fit / training time (s)": ("fit / training time", numbers.seconds),
+    "prediction time, whole test set (s)": ("prediction time, whole test set", numbers.seconds),
+    "size: parameters / tree nodes": ("size: parameters / tree nodes", numbers.count),
+}
+
+
 def comparison_table(view: RunView, forest: BaselineResult,
                      network_predict_s: float | None = None) -> pd.DataFrame:
     """One row per measure, one column per model, numbers as numbers and a note to read them by.
 
     Rows: test accuracy, training images, fit/training time (s), prediction time for the whole
     test set (s; NaN for the network when `network_predict_s` is not given), and size (the
-    network's parameters against the forest's tree nodes).
+    network's parameters against the forest's tree nodes). `comparison_text` writes it for a page.
     """
     predict = float("nan") if network_predict_s is None else float(network_predict_s)
     rows = [
@@ -136,6 +148,17 @@ def comparison_table(view: RunView, forest: BaselineResult,
         FOREST: np.array([r[2] for r in rows], dtype=np.float64),
         "note": [r[3] for r in rows],
     })
+
+
+def comparison_text(table: pd.DataFrame) -> pd.DataFrame:
+    """`comparison_table` as the page shows it: every cell text, each row in its own unit
+    (accuracy "95.75%", images and sizes "535,818", times "12.3 s"; "—" where not measured)."""
+    rows = []
+    for _, row in table.iterrows():
+        label, write = TEXT_ROWS.get(row["measure"], (row["measure"], numbers.number))
+        rows.append({"measure": label, NETWORK: write(row[NETWORK]), FOREST: write(row[FOREST]),
+                     "note": row["note"]})
+    return pd.DataFrame(rows, columns=["measure", NETWORK, FOREST, "note"])
 
 
 def per_class_table(view: RunView, forest: BaselineResult) -> pd.DataFrame:
@@ -303,6 +326,23 @@ def learning_curve(dataset: Dataset, config: RunConfig, sizes: Sequence[int | st
     columns = ["size", "requested", "network_acc", "forest_acc", "network_seconds",
                "forest_seconds", "network_status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+CURVE_TEXT_COLUMNS = {"size": "training images", "network_acc": f"{NETWORK}: test accuracy",
+                      "forest_acc": f"{FOREST}: test accuracy",
+                      "network_seconds": f"{NETWORK}: training time",
+                      "forest_seconds": f"{FOREST}: fit time", "network_status": f"{NETWORK}: run"}
+
+
+def curve_text(curve: pd.DataFrame) -> pd.DataFrame:
+    """`learning_curve`'s frame as the page shows it: columns in words, cells written by the one
+    rule (images "1,000", accuracies "95.75%", times "12.3 s"); `requested` is left out (the size
+    column says how many images each point trained on)."""
+    text = numbers.as_text(curve, {"size": numbers.count, "network_acc": numbers.percent,
+                                   "forest_acc": numbers.percent,
+                                   "network_seconds": numbers.seconds,
+                                   "forest_seconds": numbers.seconds})
+    return text[list(CURVE_TEXT_COLUMNS)].rename(columns=CURVE_TEXT_COLUMNS)
 
 
 def crossover_sentence(curve: pd.DataFrame) -> str:

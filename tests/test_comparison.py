@@ -17,8 +17,10 @@ from dlcore.comparison import (
     NETWORK,
     ForestSplit,
     comparison_table,
+    comparison_text,
     confusion_difference,
     crossover_sentence,
+    curve_text,
     first_layer_pixel_weights,
     forest_params,
     forest_split,
@@ -88,6 +90,48 @@ def test_comparison_table_numbers(pair, digits):
     unmeasured = comparison_table(view, forest).set_index("measure")
     assert np.isnan(unmeasured.loc["prediction time, whole test set (s)", NETWORK])
     assert comparison.network_predict_seconds(view) > 0
+
+
+def test_comparison_text_writes_each_row_in_its_unit(pair):
+    view, forest = pair
+    numeric = comparison_table(view, forest, network_predict_s=0.25)
+    text = comparison_text(numeric).set_index("measure")
+    assert list(text.columns) == [NETWORK, FOREST, "note"]
+    assert text.loc["test accuracy", NETWORK] == f"{view.test_acc * 100:.2f}%"
+    assert text.loc["training images", FOREST] == "600"
+    assert text.loc["size: parameters / tree nodes", NETWORK] == "2,410"  # 64 * 32 + 32 + 330
+    assert text.loc["size: parameters / tree nodes", FOREST] == f"{forest.tree_nodes:,}"
+    assert text.loc["prediction time, whole test set", NETWORK] == "0.250 s"
+    assert text.loc["fit / training time", FOREST].endswith(" s")
+    assert list(text["note"]) == list(numeric["note"])
+    unmeasured = comparison_text(comparison_table(view, forest)).set_index("measure")
+    assert unmeasured.loc["prediction time, whole test set", NETWORK] == "—"
+
+
+def test_comparison_text_large_values():
+    numeric = pd.DataFrame({"measure": ["test accuracy", "training images",
+                                        "size: parameters / tree nodes"],
+                            NETWORK: [0.9575, 10000.0, 535818.0], FOREST: [0.9, 10000.0, 421642.0],
+                            "note": ["", "", ""]})
+    text = comparison_text(numeric).set_index("measure")
+    assert text[NETWORK].tolist() == ["95.75%", "10,000", "535,818"]
+    assert text[FOREST].tolist() == ["90.00%", "10,000", "421,642"]
+
+
+def test_curve_text_in_words():
+    curve = pd.DataFrame({"size": [100, 10000], "requested": [100, 0],
+                          "network_acc": [0.5, 0.9575], "forest_acc": [0.7, 0.95],
+                          "network_seconds": [1.5, 123.4], "forest_seconds": [0.05, 4.0],
+                          "network_status": ["finished", "finished"]})
+    text = curve_text(curve)
+    assert list(text.columns) == ["training images", "network: test accuracy",
+                                  "random forest: test accuracy", "network: training time",
+                                  "random forest: fit time", "network: run"]
+    assert text["training images"].tolist() == ["100", "10,000"]
+    assert text["network: test accuracy"].tolist() == ["50.00%", "95.75%"]
+    assert text["network: training time"].tolist() == ["1.50 s", "123 s"]
+    assert text["random forest: fit time"].tolist() == ["0.050 s", "4.00 s"]
+    assert text["network: run"].tolist() == ["finished", "finished"]
 
 
 def test_per_class_table(pair, digits):

@@ -6,6 +6,7 @@ import pytest
 from apphelpers import chart_keys, chart_spec, start_app, train_run
 from streamlit.testing.v1 import AppTest
 
+from dlcore import numbers
 from dlcore.baselines import ForestParams, fit_forest
 
 
@@ -37,15 +38,31 @@ def test_comparison_table_matches_dlcore(trained):
                         val_fraction=cfg.val_fraction if cfg.early_stopping else 0.0, seed=cfg.seed)
     assert forest.from_cache  # the page fitted exactly this forest on exactly this split
     t = table(at)
-    assert t.loc["test accuracy", "random forest"] == forest.accuracy
-    assert t.loc["test accuracy", "network"] == pytest.approx(result.final.test_acc, abs=1e-12)
-    assert t.loc["training images", "network"] == t.loc["training images", "random forest"] == 3000
-    assert t.loc["size: parameters / tree nodes", "network"] == result.params
-    assert t.loc["size: parameters / tree nodes", "random forest"] == forest.tree_nodes
-    assert t.loc["fit / training time (s)", "network"] == pytest.approx(
+    assert t.loc["test accuracy", "random forest"] == f"{forest.accuracy * 100:.2f}%"
+    assert t.loc["test accuracy", "network"] == f"{result.final.test_acc * 100:.2f}%"
+    assert t.loc["training images", "network"] == t.loc["training images", "random forest"] == "3,000"
+    assert t.loc["size: parameters / tree nodes", "network"] == f"{result.params:,}"
+    assert t.loc["size: parameters / tree nodes", "random forest"] == f"{forest.tree_nodes:,}"
+    assert t.loc["fit / training time", "network"] == numbers.seconds(
         sum(m.seconds for m in result.history))
-    assert t.loc["prediction time, whole test set (s)", "network"] > 0
+    assert t.loc["prediction time, whole test set", "network"].endswith(" s")
     assert at.session_state["baseline.result"].accuracy == forest.accuracy
+
+
+def test_comparison_table_writes_counts_and_percentages_as_every_page_does(trained):
+    """Issue: sizes showed as 535800 (for 535,818), accuracy as 0.9575 where other pages say
+    95.75%, 10000 without a separator. Every cell is text now, written by dlcore.numbers."""
+    at, job = trained
+    result = job.snapshot().result
+    assert result.params == 535_818
+    t = table(at)
+    assert t.loc["size: parameters / tree nodes", "network"] == "535,818"
+    for column in ("network", "random forest"):
+        assert t.loc["test accuracy", column].endswith("%")
+        assert t[column].map(type).eq(str).all()
+    assert any(f"test accuracy **{numbers.percent(at.session_state['baseline.result'].accuracy)}**"
+               in s.value for s in at.success)
+    assert any("3,000 training images" in c.value for c in at.caption)
 
 
 def test_charts_drawn(trained):
@@ -84,6 +101,14 @@ def test_learning_curve_section(trained):
     assert "baseline.curve_chart" in chart_keys(at)
     assert chart_spec(at, "baseline.curve_chart")["layout"]["xaxis"]["type"] == "log"
     assert any("overtake" in m.value or "ahead" in m.value for m in at.markdown)
+    (shown,) = [d.value for d in at.dataframe if "training images" in d.value.columns]
+    assert list(shown.columns) == ["training images", "network: test accuracy",
+                                   "random forest: test accuracy", "network: training time",
+                                   "random forest: fit time", "network: run"]
+    assert shown["training images"].tolist() == ["100", "300"]
+    assert shown["network: test accuracy"].tolist() == [f"{a * 100:.2f}%"
+                                                        for a in curve["network_acc"]]
+    assert shown["random forest: fit time"].str.endswith(" s").all()
 
 
 def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
