@@ -181,8 +181,10 @@ def scatter_section(shown, selected: list[int]) -> None:
 
 
 def sync_run_inputs(run: dict) -> None:
-    """The name and tags inputs start from the chosen run's values (again when the run changes)."""
-    if S.get("experiments._inputs_for") != run["id"]:
+    """The name and tags inputs start from the chosen run's values: again when the run changes,
+    and when the inputs' state is gone (Streamlit drops a widget's state on a page it left)."""
+    if (S.get("experiments._inputs_for") != run["id"] or "experiments.name" not in S
+            or "experiments.tags" not in S):
         S["experiments._inputs_for"] = run["id"]
         S["experiments.name"] = run.get("name") or ""
         S["experiments.tags"] = ", ".join(run.get("tags") or [])
@@ -190,12 +192,15 @@ def sync_run_inputs(run: dict) -> None:
 
 def actions_section(selected: list[int], labels: dict[int, str]) -> None:
     st.subheader("Manage a run")
-    if not selected:
+    choices, picked = history.pick_run(selected, S.get("experiments._last_selected", []),
+                                       S.get("experiments.target"), labels)
+    S["experiments._last_selected"] = list(selected)
+    if picked is None:
         st.caption("Select a run to rename, tag, delete, download or open it.")
         return
-    if S.get("experiments.target") not in selected:
-        S["experiments.target"] = selected[0]
-    target = st.selectbox("Run", selected, key="experiments.target", format_func=labels.get)
+    if S.get("experiments.target") != picked:
+        S["experiments.target"] = picked
+    target = st.selectbox("Run", choices, key="experiments.target", format_func=labels.get, **KEEP)
     store = common.store()
     try:
         run = store.get_run(target)

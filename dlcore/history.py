@@ -166,6 +166,26 @@ def union_selection(table_ids: Iterable[int], compare_ids: Iterable[int],
     return out
 
 
+def pick_run(selected: Sequence[int], previous: Sequence[int], picked: int | None,
+             existing: Iterable[int]) -> tuple[list[int], int | None]:
+    """The Run picker's choices and its run, by run id: the picked run while it is selected; else
+    the first run newly added to the selection (the learner just ticked it); else, when the
+    selection only lost runs, the picked run still (kept among the choices while it exists).
+
+    Renaming a run changes the table's data, and a table whose data changed may report its
+    selection afresh: without the last rule the picker jumped from #3 to #1 after a rename, and the
+    next Open opened run 1."""
+    choices = list(selected)
+    if picked in choices:
+        return choices, picked
+    added = [i for i in choices if i not in set(previous)]
+    if added:
+        return choices, added[0]
+    if picked is not None and picked in set(existing):
+        return [*choices, picked], picked
+    return choices, choices[0] if choices else None
+
+
 def table_frame(runs_df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """What the table shows: the run columns with `columns` (config) right after the test
     accuracy, written as text where they are not plain numbers (tuples, booleans, strings)."""

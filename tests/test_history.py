@@ -207,3 +207,14 @@ def test_figures_show_run_names_as_typed_not_as_html(store):
     hover = sorted(t for trace in scatter["data"] for t in trace["text"])
     assert hover == sorted(legend)
     assert labels[ids[0]] == f"#{ids[0]} {names[0]}"  # the labels themselves stay as typed
+
+
+def test_the_picker_keeps_its_run_by_id() -> None:
+    existing = [1, 2, 3]
+    assert history.pick_run([1, 3], [1, 3], 3, existing) == ([1, 3], 3)  # still selected
+    assert history.pick_run([1, 3], [1], 1, existing) == ([1, 3], 1)  # 1 still selected: kept
+    assert history.pick_run([2, 3], [1], 1, existing) == ([2, 3], 2)  # 1 unticked, 2 and 3 ticked
+    assert history.pick_run([1], [1, 3], 3, existing) == ([1, 3], 3)  # a table reset: kept
+    assert history.pick_run([1], [1, 3], 3, [1, 2]) == ([1], 1)  # deleted: the next one
+    assert history.pick_run([], [3], 3, existing) == ([3], 3)
+    assert history.pick_run([], [], None, existing) == ([], None)

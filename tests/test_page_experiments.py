@@ -324,3 +324,46 @@ def test_a_name_or_tag_over_80_characters_is_refused(tmp_path, monkeypatch):
     at.text_input(key="experiments.name").set_value("n" * 80)
     at.button(key="experiments.rename").click().run()
     assert store.get_run(run_id)["name"] == "n" * 80
+
+
+@pytest.fixture
+def three_runs(tmp_path, monkeypatch):
+    """Three finished runs, each with a name and tags, straight into the store."""
+    store = RunStore(tmp_path)
+    for n in (1, 2, 3):
+        run_id = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu",
+                                 name=f"run {n}")
+        store.set_tags(run_id, [f"tag{n}"])
+        store.finish_run(run_id, "finished", metrics={"test_acc": 0.9})
+    at = start_app(monkeypatch, tmp_path)
+    at.switch_page(PAGE).run()
+    return at, store
+
+
+def test_the_run_picker_keeps_its_run_when_the_tables_selection_changes(three_runs):
+    at, store = three_runs
+    at.multiselect(key="experiments.compare").set_value([1]).run()
+    at.session_state["experiments.table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    at.selectbox(key="experiments.target").set_value(3).run()
+    assert at.text_input(key="experiments.name").value == "run 3"
+    at.text_input(key="experiments.name").input("renamed 3")
+    # Renaming changes the table's data; the table may then report no selection.
+    at.session_state["experiments.table"] = {"selection": {"rows": [], "columns": [], "cells": []}}
+    at.button(key="experiments.rename").click().run()
+    assert store.get_run(3)["name"] == "renamed 3" and store.get_run(1)["name"] == "run 1"
+    assert at.selectbox(key="experiments.target").value == 3
+    assert at.text_input(key="experiments.name").value == "renamed 3"
+    assert "run 3" not in [t.value for t in at.text_input]  # not another run's inputs
+
+
+def test_coming_back_to_the_page_shows_the_picked_runs_name_and_tags(three_runs):
+    at, _ = three_runs
+    at.multiselect(key="experiments.compare").set_value([2, 3]).run()
+    at.selectbox(key="experiments.target").set_value(3).run()
+    assert at.text_input(key="experiments.tags").value == "tag3"
+    at.switch_page("app_pages/train.py").run()
+    at.switch_page(PAGE).run()
+    assert at.selectbox(key="experiments.target").value == 3
+    assert at.text_input(key="experiments.name").value == "run 3"
+    assert at.text_input(key="experiments.tags").value == "tag3"
