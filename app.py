@@ -15,18 +15,18 @@ from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
 from dlcore.text import markdown_literal  # noqa: E402
 
-st.set_page_config(page_title="DL Lab", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="DL Lab", page_icon=":material/psychology:", layout="wide")
 
 HERE = Path(__file__).resolve().parent
 PAGE_FILES = [
-    ("app_pages/train.py", "Train", "🏋️"),
-    ("app_pages/features.py", "Learned features", "🔬"),
-    ("app_pages/errors.py", "Errors", "❌"),
-    ("app_pages/baseline.py", "Random Forest baseline", "🌲"),
-    ("app_pages/experiments.py", "Experiments", "📒"),
-    ("app_pages/lessons.py", "Lessons", "🎓"),
-    ("app_pages/draw.py", "Try it yourself", "✏️"),
-    ("app_pages/classroom.py", "Class", "👥"),
+    ("app_pages/train.py", "Train", ":material/model_training:"),
+    ("app_pages/features.py", "Learned features", ":material/visibility:"),
+    ("app_pages/errors.py", "Errors", ":material/error:"),
+    ("app_pages/baseline.py", "Random Forest baseline", ":material/forest:"),
+    ("app_pages/experiments.py", "Experiments", ":material/science:"),
+    ("app_pages/lessons.py", "Lessons", ":material/school:"),
+    ("app_pages/draw.py", "Try it yourself", ":material/draw:"),
+    ("app_pages/classroom.py", "Class", ":material/groups:"),
 ]
 PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
          for i, (path, title, icon) in enumerate(PAGE_FILES) if (HERE / path).exists()]

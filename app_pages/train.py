@@ -213,6 +213,8 @@ def link_panel(config) -> None:
 
 
 def layer_table(config, dataset) -> None:
+    from dlcore import numbers
+
     rows = describe_layers(config.model, dataset.shape, dataset.num_classes)
     total = sum(r.params for r in rows)
     memory = estimate_memory(config, dataset.shape, dataset.num_classes, len(dataset.train_y),
@@ -225,7 +227,7 @@ def layer_table(config, dataset) -> None:
     else:
         limit_text = f"one run may use {format_bytes(limit)} here"
     params_col, memory_col, time_col = st.columns(3)
-    params_col.metric("Parameters", f"{total:,}")
+    params_col.metric("Parameters", numbers.count(total))
     memory_col.metric("Memory (estimate)", format_bytes(memory.total), help=memory.describe())
     time_panel(time_col, config, dataset)
     if limit is not None and memory.total > limit:
@@ -236,8 +238,9 @@ def layer_table(config, dataset) -> None:
         st.caption(f"Memory: {memory.describe()}; {limit_text}.")
     frame = pd.DataFrame({"layer": [r.name for r in rows],
                           "output shape": [" × ".join(map(str, r.output_shape)) for r in rows],
-                          "parameters": [r.params for r in rows]})
-    st.dataframe(frame, hide_index=True, key="layer_table")
+                          "parameters": [numbers.count(r.params) for r in rows]})
+    st.dataframe(frame, hide_index=True, key="layer_table",
+                 column_config={"parameters": st.column_config.TextColumn(alignment="right")})
 
 
 def time_panel(column, config, dataset) -> None:
@@ -332,7 +335,10 @@ def live_panel() -> None:
                                       lambda: batch_loss_figure(snap.batch_losses)),
                         key="curve_batch")
         st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history)),
-                                      lambda: epoch_curves_figure([m.as_dict() for m in snap.history])),
+                                      lambda: epoch_curves_figure(
+                                          [m.as_dict() for m in snap.history],
+                                          snap.result.best_epoch if snap.result else None,
+                                          snap.config.train.epochs)),
                         key="curve_epochs")
     if S.get("_redraw_mode") != redraw_mode(snap):
         S["_redraw_mode"] = redraw_mode(snap)

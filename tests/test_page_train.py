@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import streamlit
 from apphelpers import chart_keys, chart_spec, click_train, plotly_array, start_app, train_run
+from streamlit.string_util import is_material_icon
 
 from dlcore.config import RunConfig
 from dlcore.data import load_with_fallback
@@ -26,6 +28,32 @@ def test_layer_table_shows_parameters_and_a_memory_estimate(tmp_path, monkeypatc
     assert shown["Memory (estimate)"].endswith(("MB", "GB"))
     assert any("one run may use" in c.value for c in at.caption)
     assert not any("Too big" in w.value for w in at.warning)
+
+
+def test_the_layer_table_writes_parameters_with_separators(tmp_path, monkeypatch):
+    """Issue: the layer table printed 401920 (the metric above it says 535,818)."""
+    at = start_app(monkeypatch, tmp_path)
+    (table,) = [d.value for d in at.dataframe if "parameters" in d.value.columns]
+    shown = [p for p in table["parameters"] if p != "0"]  # flatten, ReLU, dropout: none
+    assert shown == ["401,920", "131,328", "2,570"]
+    assert metrics(at)["Parameters"] == "535,818"
+
+
+def test_pages_and_the_tab_use_material_icons_not_emoji(tmp_path, monkeypatch):
+    """Issue: emoji icons are empty boxes on a machine without an emoji font; Streamlit ships its
+    Material icons."""
+    seen = []
+    set_page_config = streamlit.set_page_config
+    monkeypatch.setattr(streamlit, "set_page_config",
+                        lambda **kw: seen.append(kw) or set_page_config(**kw))
+    at = start_app(monkeypatch, tmp_path)
+    assert not at.exception
+    icons = {p["page_name"]: p["icon"] for p in at._registered_pages.values()}
+    assert len(icons) == 8 and icons["Random Forest baseline"] == ":material/forest:"
+    for icon in [*icons.values(), *(kw["page_icon"] for kw in seen)]:
+        assert icon.startswith(":material/") and icon.endswith(":"), icon
+        assert is_material_icon(icon.removeprefix(":material/").removesuffix(":")), icon
+    assert seen
 
 
 def test_a_run_over_the_memory_limit_is_refused_with_its_estimate(tmp_path, monkeypatch):
