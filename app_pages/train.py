@@ -334,7 +334,7 @@ def live_panel() -> None:
         st.plotly_chart(cached_figure("_loss_figure", (job.id, snap.version),
                                       lambda: batch_loss_figure(snap.batch_losses)),
                         key="curve_batch")
-        st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history)),
+        st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history), snap.result is None),
                                       lambda: epoch_curves_figure(
                                           [m.as_dict() for m in snap.history],
                                           snap.result.best_epoch if snap.result else None,

@@ -24,28 +24,58 @@ def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch
     return fig
 
 
-def epoch_curves_figure(history: Sequence[dict]) -> go.Figure:
-    """Loss and accuracy per epoch: train, evaluation (test) and, with early stopping, validation.
+# One colour and one dash per split, on every curve figure: train, validation, evaluation (test).
+SPLIT_STYLE = {"train": ("#1f77b4", "solid", "train"), "val": ("#2ca02c", "dot", "validation"),
+               "test": ("#d62728", "dash", "test")}
+PANEL_TITLE = dict(font=dict(size=15, color="#31333f"))
+
+
+def epoch_curves_figure(history: Sequence[dict], best_epoch: int | None = None,
+                        epochs: int | None = None) -> go.Figure:
+    """Loss and accuracy (in %) per epoch: train, evaluation (test) and, with early stopping,
+    validation, each split in its own colour in both panels (one legend entry each). The epoch
+    early stopping kept, `best_epoch`, is marked; before any epoch ends the axes run over the
+    run's `epochs` (when known) and say that nothing is there yet.
 
     Two panels side by side, laid out by hand: make_subplots costs more than the rest of a redraw.
     """
     fig = go.Figure()
-    epochs = np.array([h["epoch"] for h in history])
-    for axis, metric in (("", "loss"), ("2", "acc")):
-        for split, dash in (("train", "solid"), ("test", "dash"), ("val", "dot")):
+    epoch_numbers = np.array([h["epoch"] for h in history])
+    for axis, metric, scale in (("", "loss", 1.0), ("2", "acc", 100.0)):
+        for split, (colour, dash, name) in SPLIT_STYLE.items():
             values = [h.get(f"{split}_{metric}") for h in history]
             if not any(v is not None for v in values):
                 continue
-            fig.add_trace(go.Scatter(x=epochs, y=np.array(values, dtype=np.float64),
-                                     mode="lines+markers", name=f"{split} {metric}",
-                                     line=dict(dash=dash), xaxis=f"x{axis}", yaxis=f"y{axis}"))
+            fig.add_trace(go.Scatter(
+                x=epoch_numbers, y=np.array(values, dtype=np.float64) * scale,
+                mode="lines+markers", name=name, legendgroup=split, showlegend=axis == "",
+                line=dict(color=colour, dash=dash), marker=dict(color=colour),
+                xaxis=f"x{axis}", yaxis=f"y{axis}",
+                hovertemplate=f"{name}, epoch %{{x}}: %{{y:.{4 if metric == 'loss' else 2}f}}"
+                              f"{'' if metric == 'loss' else '%'}<extra></extra>"))
+    last = max(len(history), epochs or 0, 1)
+    x_range = [0.5, last + 0.5]
+    shapes = []
+    if best_epoch is not None:
+        shapes = [dict(type="line", xref=x, yref="paper", x0=best_epoch, x1=best_epoch,
+                       y0=0, y1=1, line=dict(color="#555", width=1, dash="dot"))
+                  for x in ("x", "x2")]
+    notes = [dict(text=text, x=x, y=1.1, xref="paper", yref="paper", showarrow=False, **PANEL_TITLE)
+             for text, x in (("loss per epoch", 0.22), ("accuracy per epoch", 0.78))]
+    if best_epoch is not None:
+        notes.append(dict(text=f"kept: epoch {best_epoch}", x=best_epoch, xref="x", y=1.0,
+                          yref="paper", showarrow=False, yanchor="bottom", font=dict(size=11)))
+    if not history:
+        notes.append(dict(text="no epoch has finished yet", x=0.5, y=0.5, xref="paper",
+                          yref="paper", showarrow=False, font=dict(size=13, color="#777")))
     fig.update_layout(
-        height=320, margin=dict(t=40, b=30, l=40, r=10), uirevision="epochs",
-        xaxis=dict(domain=[0, 0.45], title="epoch", dtick=1),
-        xaxis2=dict(domain=[0.55, 1], title="epoch", dtick=1, anchor="y2"),
-        yaxis2=dict(anchor="x2"),
-        annotations=[dict(text=text, x=x, y=1.08, xref="paper", yref="paper", showarrow=False)
-                     for text, x in (("loss per epoch", 0.22), ("accuracy per epoch", 0.78))],
+        height=340, margin=dict(t=50, b=70, l=50, r=10), uirevision="epochs",
+        xaxis=dict(domain=[0, 0.45], title="epoch", dtick=1, range=x_range),
+        xaxis2=dict(domain=[0.55, 1], title="epoch", dtick=1, anchor="y2", range=x_range),
+        yaxis=dict(title="loss"),
+        yaxis2=dict(anchor="x2", title="accuracy", ticksuffix="%"),
+        legend=dict(orientation="h", y=-0.25),
+        shapes=shapes, annotations=notes,
     )
     return fig
 

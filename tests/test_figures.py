@@ -1,0 +1,47 @@
+"""Figure specs: what a learner reads off the per-epoch curves (titles, units, colours, marks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlcore.figures import SPLIT_STYLE, epoch_curves_figure
+
+HISTORY = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.8 + 0.05 * e, "val_loss": 1.2 / e,
+            "val_acc": 0.78 + 0.05 * e, "test_loss": 1.1 / e, "test_acc": 0.79 + 0.05 * e}
+           for e in (1, 2, 3)]
+
+
+def test_each_split_has_one_colour_in_both_panels_and_one_legend_entry() -> None:
+    fig = epoch_curves_figure(HISTORY)
+    by_split: dict[str, set] = {}
+    for trace in fig.data:
+        by_split.setdefault(trace.legendgroup, set()).add(trace.line.color)
+    assert by_split == {split: {style[0]} for split, style in SPLIT_STYLE.items()}
+    assert len({style[0] for style in SPLIT_STYLE.values()}) == 3  # validation is not train's colour
+    assert sorted(t.name for t in fig.data if t.showlegend) == ["test", "train", "validation"]
+
+
+def test_accuracy_is_in_percent_and_every_axis_has_a_title() -> None:
+    fig = epoch_curves_figure(HISTORY)
+    accuracy = [t for t in fig.data if t.yaxis == "y2" and t.legendgroup == "test"][0]
+    assert np.allclose(accuracy.y, [84.0, 89.0, 94.0])
+    layout = fig.layout
+    assert layout.yaxis.title.text == "loss" and layout.yaxis2.title.text == "accuracy"
+    assert layout.yaxis2.ticksuffix == "%"
+    assert layout.xaxis.title.text == "epoch" and layout.xaxis2.title.text == "epoch"
+    titles = [a for a in layout.annotations if a.text in ("loss per epoch", "accuracy per epoch")]
+    assert len(titles) == 2 and all(a.font.size >= 14 for a in titles)
+
+
+def test_the_kept_epoch_of_early_stopping_is_marked() -> None:
+    fig = epoch_curves_figure(HISTORY, best_epoch=2)
+    assert [(s.x0, s.xref) for s in fig.layout.shapes] == [(2, "x"), (2, "x2")]
+    assert any(a.text == "kept: epoch 2" for a in fig.layout.annotations)
+    assert not epoch_curves_figure(HISTORY).layout.shapes
+
+
+def test_before_any_epoch_the_axes_cover_the_run_and_say_so() -> None:
+    fig = epoch_curves_figure([], epochs=5)
+    assert not fig.data
+    assert list(fig.layout.xaxis.range) == [0.5, 5.5]
+    assert any(a.text == "no epoch has finished yet" for a in fig.layout.annotations)
