@@ -9,14 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
+from dlcore import numbers
 from dlcore.formstate import widget_values
 from dlcore.lessons import LESSONS, Lesson, LessonRun, lesson_run_table
 from dlcore.querystate import config_to_query
-from dlcore.stepthrough import Stepper, StepReport
+from dlcore.stepthrough import Stepper, StepReport, settings_text, step_table
+from dlcore.train import DIVERGE_FACTOR
 
 S = st.session_state
 EXPERIMENTS = "app_pages/experiments.py"
 HAVE_EXPERIMENTS = (Path(__file__).resolve().parent / "experiments.py").exists()
+RUN_TABLE_FORMATS = {"epochs": numbers.count, "train accuracy": numbers.percent,
+                     "test accuracy": numbers.percent, "seconds": numbers.seconds}
 SECTIONS = {"network": "The lesson's networks", "exercise": "Exercises",
             "mistake": "Beginners' mistakes"}
 
@@ -49,10 +53,9 @@ def runs_table(lesson: Lesson, runs: pd.DataFrame) -> None:
         st.caption("No runs of this yet in this session: load one, train it, and it appears here.")
     else:
         st.caption("Your runs of this in this session")
-        st.dataframe(table, hide_index=True, key=f"lessons.runs.{lesson.id}", column_config={
-            "train accuracy": st.column_config.NumberColumn(format="percent"),
-            "test accuracy": st.column_config.NumberColumn(format="percent"),
-            "seconds": st.column_config.NumberColumn(format="%.1f")})
+        shown = numbers.as_text(table, RUN_TABLE_FORMATS)
+        st.dataframe(shown, hide_index=True, key=f"lessons.runs.{lesson.id}", column_config={
+            c: st.column_config.TextColumn(alignment="right") for c in RUN_TABLE_FORMATS})
     if lesson.kind == "exercise" and HAVE_EXPERIMENTS:
         ids = table["run"].astype(int).tolist()
         if st.button("Compare these runs on the Experiments page", key=f"lessons.compare.{lesson.id}",
@@ -72,17 +75,6 @@ def lesson_card(lesson: Lesson, runs: pd.DataFrame) -> None:
             right.markdown(f"*{run.look_for}*")
         st.markdown(f"**What to look for:** {lesson.look_for}")
         runs_table(lesson, runs)
-
-
-def step_table(report: StepReport) -> pd.DataFrame:
-    return pd.DataFrame({
-        "layer": [r.name for r in report.layers],
-        "shape": [r.shape for r in report.layers],
-        "weights (norm)": [r.weight_norm for r in report.layers],
-        "gradient (norm)": [r.grad_norm for r in report.layers],
-        "moved by (norm)": [r.update_norm for r in report.layers],
-        "moved / weights": [r.relative_update for r in report.layers],
-    })
 
 
 def step_section() -> None:
@@ -106,29 +98,39 @@ def step_section() -> None:
             stepper = S["lessons.stepper"] = Stepper(config, dataset)
         S["lessons.step_reports"] = [*S.get("lessons.step_reports", []), stepper.step()]
     reports: list[StepReport] = S.get("lessons.step_reports", [])
-    c = config.train
-    st.caption(f"Settings from the Train page: {config.model.kind.upper()}, optimiser {c.optimizer}, "
-               f"learning rate {c.lr:g}, inputs {'normalised' if c.normalize else 'raw 0-255'}, "
-               f"dataset {common.dataset_title(dataset.name)}.")
+    st.caption(f"Settings from the Train page: {settings_text(config)}, "
+               f"Dataset: {common.dataset_title(dataset.name)}.")
     if not reports:
         st.info("Press **Take one step** to run the first step.")
         return
     report = reports[-1]
     m1, m2, m3 = st.columns(3)
     m1.metric("Step", report.step)
-    m2.metric("Loss before the update", f"{report.loss_before:.4f}")
-    m3.metric("Loss after (same batch)", f"{report.loss_after:.4f}",
-              delta=f"{report.loss_after - report.loss_before:+.4f}", delta_color="inverse")
-    st.caption(f"Batch accuracy {report.acc_before:.0%} before, {report.acc_after:.0%} after.")
+    m2.metric("Loss before the update", numbers.loss(report.loss_before))
+    # Green (a down arrow, "inverse") only for a loss that went down and is still a sane number;
+    # a huge loss a little lower than a huger one is no good news: its change is grey.
+    m3.metric("Loss after (same batch)", numbers.loss(report.loss_after),
+              delta=numbers.change(report.loss_before, report.loss_after),
+              delta_color="off" if report.diverged else "inverse")
+    st.caption(f"Batch accuracy {numbers.percent(report.acc_before, 0)} before, "
+               f"{numbers.percent(report.acc_after, 0)} after.")
+    too_high = ("The learning rate is too high for these settings"
+                + ("" if config.train.normalize else ", and the inputs are not normalised") + ".")
     if not report.finite:
         st.error("The loss is no longer a finite number: the update threw the weights so far that "
-                 "the numbers overflowed. The learning rate is too high for these settings.")
+                 f"the numbers overflowed. {too_high}")
+    elif report.diverged:
+        st.error(f"The loss is {numbers.loss(max(report.loss_before, report.loss_after))}, more "
+                 f"than {DIVERGE_FACTOR:g} times where it started: the weights blew up, and training "
+                 f"would stop here as diverged. {too_high}")
     elif report.loss_after > report.loss_before:
         st.warning("The loss went up: this step overshot. A smaller learning rate takes smaller steps.")
     st.markdown("**Each layer:** how big its gradient was and how far the update moved its weights. "
                 "For plain SGD the move is exactly learning rate × gradient; Adam scales each weight's "
                 "step by its own history.")
-    st.dataframe(step_table(report), hide_index=True, key="lessons.step_table")
+    table = step_table(report)
+    st.dataframe(table, hide_index=True, key="lessons.step_table", column_config={
+        c: st.column_config.TextColumn(alignment="right") for c in table.columns[2:]})
     if len(reports) > 1:
         curve = pd.DataFrame({"step": [r.step for r in reports],
                               "loss before": [r.loss_before for r in reports],

@@ -4,6 +4,8 @@ Each step is what `dlcore.train` does to every batch: forward pass, loss, backwa
 the same model (`build_model`, seeded the same way), the same optimiser and the same input scaling.
 The report says the loss on the batch before and after the update (same batch, same dropout mask),
 how large each layer's gradient was and how far its weights moved. It runs on the CPU: one batch.
+`step_table` and `settings_text` write a report and its settings for a page, numbers by the one rule
+of `dlcore.numbers` and settings by their labels.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcore.config import RunConfig
+from dlcore import numbers
+from dlcore.config import RunConfig, setting_label
 from dlcore.dataset import Dataset
 from dlcore.models import build_model
-from dlcore.train import _optimizer, input_normaliser
+from dlcore.train import DIVERGE_FACTOR, _optimizer, input_normaliser
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,18 @@ class StepReport:
     acc_before: float
     acc_after: float
     layers: tuple[LayerStep, ...]
+    # The loss above which dlcore.train stops a run as diverged: DIVERGE_FACTOR times the first
+    # step's loss (or ln(classes), if larger). Infinite when the first loss was not finite.
+    loss_limit: float = math.inf
 
     @property
     def finite(self) -> bool:
         return math.isfinite(self.loss_before) and math.isfinite(self.loss_after)
+
+    @property
+    def diverged(self) -> bool:
+        """Whether training would stop here: a loss not finite, or above `loss_limit`."""
+        return not self.finite or max(self.loss_before, self.loss_after) > self.loss_limit
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:
@@ -86,6 +98,8 @@ class Stepper:
         self.x = dataset.train_x[order].float() * scale - shift
         self.y = dataset.train_y[order]
         self.steps = 0
+        self.num_classes = dataset.num_classes
+        self.loss_limit = math.inf  # set by the first step, as dlcore.train sets its own
         self.layers = [(f"{i}: {type(m).__name__}", m) for i, m in enumerate(self.model)
                        if any(True for _ in m.parameters())]
 
@@ -115,6 +129,9 @@ class Stepper:
             loss_after, acc_after = self._forward()
         for key, value in self.model.named_buffers():  # BatchNorm's statistics: count one pass
             value.copy_(buffers[key])
+        loss_before = float(loss.detach())
+        if self.steps == 1 and math.isfinite(loss_before):
+            self.loss_limit = DIVERGE_FACTOR * max(loss_before, math.log(self.num_classes))
         rows = []
         for name, module in self.layers:
             after = [p.detach() for p in module.parameters()]
@@ -123,11 +140,33 @@ class Stepper:
                 grad_norm=_norm(grads[name]),
                 update_norm=_norm([a - b for a, b in zip(after, before[name], strict=True)])))
         return StepReport(self.steps, len(self.y), self.config.train.optimizer,
-                          self.config.train.lr, float(loss.detach()), float(loss_after),
-                          acc_before, acc_after, tuple(rows))
+                          self.config.train.lr, loss_before, float(loss_after),
+                          acc_before, acc_after, tuple(rows), self.loss_limit)
 
 
 def one_step(config: RunConfig, dataset: Dataset, batch_size: int = 32,
              seed: int | None = None) -> StepReport:
     """The first training step of `config` on one batch of `batch_size` images drawn with `seed`."""
     return Stepper(config, dataset, batch_size, seed).step()
+
+
+def step_table(report: StepReport) -> pd.DataFrame:
+    """Each layer's norms as text a learner can read at any size ("0.0123", "306 million",
+    "infinite"): weights before the update, their gradient, the update, and update / weights."""
+    write = numbers.number
+    return pd.DataFrame({
+        "layer": [r.name for r in report.layers],
+        "shape": [r.shape for r in report.layers],
+        "weights (norm)": [write(r.weight_norm) for r in report.layers],
+        "gradient (norm)": [write(r.grad_norm) for r in report.layers],
+        "moved by (norm)": [write(r.update_norm) for r in report.layers],
+        "moved / weights": [write(r.relative_update) for r in report.layers],
+    })
+
+
+def settings_text(config: RunConfig) -> str:
+    """The settings a step uses, each named by its label: "Model kind: MLP, Optimiser: adam, ..."."""
+    c = config.train
+    values = {"model.kind": config.model.kind.upper(), "train.optimizer": c.optimizer,
+              "train.lr": f"{c.lr:g}", "train.normalize": "yes" if c.normalize else "no (raw 0-255)"}
+    return ", ".join(f"{setting_label(key)}: {value}" for key, value in values.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -30,7 +31,7 @@ from dlcore.querystate import (
     link_url,
     should_apply,
 )
-from dlcore.stepthrough import Stepper, one_step
+from dlcore.stepthrough import Stepper, one_step, settings_text, step_table
 
 SEED = PRESETS["seed"]
 
@@ -253,3 +254,45 @@ def test_cnn_step_and_a_blow_up(sample):
     stepper = Stepper(SEED.replace(**{"train.lr": 10.0}), sample, seed=0)
     losses = [stepper.step().loss_after for _ in range(3)]
     assert max(losses) > 100 or not all(math.isfinite(v) for v in losses)
+
+
+def test_a_blow_up_is_diverged_by_dlcore_trains_own_rule(sample):
+    """Issue: the one-step view showed a loss of 306252160.0000 with a green (good) down arrow:
+    it had come down from 1.2 billion. The report says such a step diverged."""
+    from dlcore.train import DIVERGE_FACTOR
+    stepper = Stepper(SEED.replace(**{"train.lr": 10.0}), sample)
+    reports = [stepper.step() for _ in range(3)]
+    first = reports[0].loss_before
+    assert reports[0].loss_limit == pytest.approx(DIVERGE_FACTOR * max(first, math.log(10)))
+    assert all(r.loss_limit == reports[0].loss_limit for r in reports)
+    assert all(r.diverged for r in reports)
+    went_down = [r for r in reports if r.finite and r.loss_after < r.loss_before]
+    assert went_down  # a lower loss that is still a blown-up one: diverged all the same
+    calm = Stepper(sgd(0.05), sample, batch_size=32, seed=1)
+    assert not any(calm.step().diverged for _ in range(3))
+
+
+def test_a_loss_that_is_not_finite_is_diverged():
+    from dlcore.stepthrough import StepReport
+    report = StepReport(2, 32, "sgd", 10.0, 2.3, float("nan"), 0.1, 0.1, (), loss_limit=115.0)
+    assert not report.finite and report.diverged
+
+
+def test_step_table_is_readable_at_any_size(sample):
+    stepper = Stepper(SEED.replace(**{"train.lr": 10.0}), sample)
+    reports = [stepper.step() for _ in range(3)]
+    table = step_table(reports[-1])
+    assert list(table.columns) == ["layer", "shape", "weights (norm)", "gradient (norm)",
+                                   "moved by (norm)", "moved / weights"]
+    for column in table.columns[2:]:
+        for text in table[column]:
+            assert isinstance(text, str)
+            assert not re.search(r"\d{5}", text), text  # 306252160.0000 was one
+    calm = step_table(one_step(sgd(0.05), sample, batch_size=32, seed=1))
+    assert all(re.fullmatch(r"\d+\.\d{4}", v) for v in calm["gradient (norm)"])
+
+
+def test_settings_text_names_settings_by_their_labels():
+    text = settings_text(SEED.replace(**{"train.lr": 0.01, "train.normalize": False}))
+    assert text == "Model kind: MLP, Optimiser: adam, Learning rate: 0.01, Normalise inputs: no (raw 0-255)"
+    assert "train." not in text and "model." not in text

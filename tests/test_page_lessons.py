@@ -3,8 +3,11 @@ the lr=10 mistake trained for real (bundled sample), and the step-through."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from apphelpers import APP
+from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
 from dlcore.config import PRESETS, ModelSpec, RunConfig, TrainConfig
@@ -168,14 +171,39 @@ def test_step_through_one_step_at_a_time(app):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Step"] == "2"
     assert float(metrics["Loss after (same batch)"]) < float(metrics["Loss before the update"])
+    after = next(m for m in at.metric if m.label == "Loss after (same batch)")
+    assert after.delta.startswith("-") and after.proto.color == MetricProto.MetricColor.GREEN
     layers = step_table(at)
-    assert len(layers) == 3 and (layers["gradient (norm)"] > 0).all()
+    assert len(layers) == 3 and (layers["gradient (norm)"].map(float) > 0).all()
     at.button(key="lessons.step_reset").click().run()
     assert not at.metric
     at.session_state["config"] = PRESETS["cnn"]  # new settings: a fresh model for them
     at.button(key="lessons.step").click().run()
     assert {m.label: m.value for m in at.metric}["Step"] == "1"
     assert step_table(at)["shape"][0].startswith("1 → 32 channels")
+
+
+def test_a_blown_up_loss_is_readable_and_never_good_news(app):
+    """Issue: with learning rate 10 a loss showed as "306252160.0000" with a green down arrow
+    (it had come down from 1.2 billion)."""
+    at = app.run()
+    at.selectbox(key="dataset").set_value("mnist-sample").run()
+    at.session_state["config"] = PRESETS["seed"].replace(**{"train.lr": 10.0})
+    at.switch_page("app_pages/lessons.py").run()
+    assert any("Learning rate: 10" in c.value for c in at.caption)
+    for step in (1, 2, 3):
+        at.button(key="lessons.step").click().run()
+        assert not at.exception
+        shown = {m.label: m for m in at.metric}
+        assert shown["Step"].value == str(step)
+        for label in ("Loss before the update", "Loss after (same batch)"):
+            assert not re.search(r"\d{5}", shown[label].value), shown[label].value
+        assert shown["Loss after (same batch)"].proto.color != MetricProto.MetricColor.GREEN
+        assert any("diverged" in e.value and "learning rate is too high" in e.value
+                   for e in at.error)
+    assert shown["Loss before the update"].value.endswith(("million", "billion"))
+    for column in ("weights (norm)", "gradient (norm)", "moved by (norm)"):
+        assert not step_table(at)[column].str.contains(r"\d{5}").any()
 
 
 def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tmp_path):
@@ -195,6 +223,7 @@ def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tm
                 and set(d.value["run"]) == set(ids[:2])]
     assert table["which"].tolist() == [LESSONS_BY_ID["ex1"].runs[0].label,
                                        LESSONS_BY_ID["ex1"].compared()[-1].label]
+    assert table["test accuracy"].tolist() == ["91.00%", "97.00%"]
     seed_only = [d.value for d in at.dataframe if "which" in d.value.columns
                  and d.value["run"].tolist() == [ids[0]]]
     assert len(seed_only) == 5  # ex2, ex3 (against the seed), the seed and two "good" mistakes
