@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
+from dlcore import numbers
 from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
 from dlcore.devices import resolve_device
 from dlcore.engine.duration import (
@@ -213,8 +214,6 @@ def link_panel(config) -> None:
 
 
 def layer_table(config, dataset) -> None:
-    from dlcore import numbers
-
     rows = describe_layers(config.model, dataset.shape, dataset.num_classes)
     total = sum(r.params for r in rows)
     memory = estimate_memory(config, dataset.shape, dataset.num_classes, len(dataset.train_y),
