@@ -34,8 +34,8 @@ PAGES = [st.Page(path, title=title, icon=icon, default=i == 0)
 
 def person_panel(person) -> None:
     role = "teacher" if person.teacher else "student"
-    st.sidebar.caption(f"**You:** {markdown_literal(person.name)} ({role}) · your name and the "
-                       "teacher key are on the **Class** page")
+    who = markdown_literal(person.name) + ("" if person.name.lower() == role else f" ({role})")
+    st.sidebar.caption(f"**You:** {who} · your name and the teacher key are on the **Class** page")
 
 
 def dataset_panel(person) -> None:
