@@ -16,19 +16,12 @@ from dlcore.views.classroom import job_rows, model_summary, policy_from_form
 
 S = st.session_state
 KEEP = dict(persist_state="session")
-FLASH = "class._flash"
 STOP_NOTE = "class._stop_note"  # (kind, text, when): drawn inside the jobs fragment
 STOP_NOTE_SECONDS = 15.0
 
 
 def flash(kind: str, text: str) -> None:
-    S[FLASH] = (kind, text)
-
-
-def show_flash() -> None:
-    kind, text = S.pop(FLASH, (None, None))
-    if kind is not None:
-        getattr(st, kind)(text)
+    common.flash("class", kind, text)
 
 
 # Callbacks: they run before the script, so what is drawn afterwards shows the change.
@@ -197,7 +190,7 @@ def data_section(room) -> None:
 
 def page() -> None:
     st.title("Class")
-    show_flash()
+    common.show_flash("class")
     room = common.classroom()
     person = common.person()
     you_section(person, room)

@@ -170,3 +170,15 @@ def no_run_message() -> None:
     else:
         st.info("No trained model yet. Train one on the **Train** page, or open a past run on the "
                 "**Experiments** page.")
+
+
+def flash(page: str, kind: str, text: str) -> None:
+    """A message for the next run of `page` (st.success, st.error...: `kind`), set by a callback;
+    `text` is markdown (escape what users typed)."""
+    st.session_state[f"{page}._flash"] = (kind, text)
+
+
+def show_flash(page: str) -> None:
+    kind, text = st.session_state.pop(f"{page}._flash", (None, None))
+    if kind is not None:
+        getattr(st, kind)(text)

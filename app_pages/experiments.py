@@ -14,20 +14,12 @@ from dlcore.text import check_name, markdown_literal
 
 S = st.session_state
 KEEP = dict(persist_state="session")
-FLASH = "experiments._flash"
 PENDING_DELETE = "experiments._pending_delete"
 SPLITS = {"test": "evaluation (test set)", "val": "validation split", "train": "training set"}
 
 
 def flash(kind: str, text: str) -> None:
-    """A message for the next run of the page; `text` is markdown (escape what users typed)."""
-    S[FLASH] = (kind, text)
-
-
-def show_flash() -> None:
-    kind, text = S.pop(FLASH, (None, None))
-    if kind is not None:
-        getattr(st, kind)(text)
+    common.flash("experiments", kind, text)
 
 
 # Callbacks: they run before the script, so the table drawn afterwards already shows the change.
@@ -272,7 +264,7 @@ except Exception as exc:  # a locked, unreadable or newer history: say so, chang
     st.stop()
 if store.notice:
     st.warning(common.for_this_person(store.notice))
-show_flash()
+common.show_flash("experiments")
 labels = history.run_labels(runs)
 opened_line(labels)
 if runs.empty:
