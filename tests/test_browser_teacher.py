@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _missing
+from test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, streamlit_server
 
 pytestmark = pytest.mark.browser
 
@@ -31,49 +26,12 @@ VIEWPORT = {"width": 1400, "height": 1600}
 WAIT_MS = 120_000  # two shared cores: generous waits, never a time asserted
 
 
-@contextmanager
-def teacher_server(home: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free port, started with a teacher key."""
-    port = _free_port()
-    env = {**os.environ, "DLLAB_HOME": str(home), "DLLAB_TEACHER_KEY": KEY}
-    env.pop("DLLAB_MAX_JOB_SECONDS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail("the Streamlit server did not start: "
-                                + proc.stdout.read().decode()[-2000:])
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def test_a_teacher_fixes_the_rules_and_stops_a_students_job(tmp_path):
-    reason = _missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser test cannot run in CI: {reason}")
-        pytest.skip(reason)
+    require_browser()
     from playwright.sync_api import sync_playwright
 
-    with teacher_server(tmp_path) as url, sync_playwright() as p:
+    server = streamlit_server(tmp_path, DLLAB_TEACHER_KEY=KEY, DLLAB_MAX_JOB_SECONDS=None)
+    with server as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         teacher = browser.new_context(viewport=VIEWPORT).new_page()
         student = browser.new_context(viewport=VIEWPORT).new_page()
