@@ -23,14 +23,16 @@ def weights_section(view) -> None:
         S["features._token"] = token
         S["features.epoch"] = last
     S["features.epoch"] = visuals.clamp_int(S.get("features.epoch"), 0, last, last)
-    S["features.units"] = visuals.clamp_int(S.get("features.units", 32), 16, 128, 32) // 16 * 16
+    most = visuals.units_slider_max(view)
+    S["features.units"] = visuals.clamp_int(S.get("features.units", 32), 16, most, 32) // 16 * 16
     S["features.sort"] = visuals.choice_or(S.get("features.sort"), list(SORTS), "norm")
 
     conv = view.config.model.kind == "cnn"
     st.header("First conv layer's kernels" if conv else "First-layer weights")
     c1, c2, c3 = st.columns([2, 2, 3])
-    c1.slider("Units to show" if not conv else "Kernels to show", 16, 128, step=16,
-              key="features.units", **KEEP)
+    if most > 16:
+        c1.slider("Units to show" if not conv else "Kernels to show", 16, most, step=16,
+                  key="features.units", **KEEP)
     c2.radio("Order", list(SORTS), key="features.sort", format_func=SORTS.get, **KEEP)
     if snapshots > 1:
         c3.slider("Epoch (0 = before training)", 0, last, key="features.epoch", **KEEP,

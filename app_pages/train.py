@@ -28,10 +28,10 @@ from dlcore.formstate import (
     BATCH_OPTIONS,
     CHANNEL_OPTIONS,
     LR_OPTIONS,
-    SUBSET_OPTIONS,
     WEIGHT_DECAY_OPTIONS,
     WIDTH_OPTIONS,
     config_from_widgets,
+    subset_options,
     widget_values,
     with_value,
 )
@@ -160,12 +160,16 @@ def model_controls() -> None:
         control(st.radio, "Kernel size", [3, 5], key="model.kernel_size", horizontal=True)
         control(st.checkbox, "Max-pool after each block", key="model.pool")
         choice_slider("Dense head width", "model.dense", WIDTH_OPTIONS)
-    control(st.selectbox, "Activation", ACTIVATIONS, key="model.activation")
-    control(st.slider, "Dropout", *R["model.dropout"], step=0.05, key="model.dropout")
-    control(st.selectbox, "Normalisation layers", NORMS, key="model.norm")
+    idle = {}
+    if S["model.kind"] == "mlp" and S["model.n_hidden"] == 0:
+        idle = dict(disabled=True, help="No hidden layer: nothing for it to act on. The network is "
+                                        "one linear layer from the pixels to the classes.")
+    control(st.selectbox, "Activation", ACTIVATIONS, key="model.activation", **idle)
+    control(st.slider, "Dropout", *R["model.dropout"], step=0.05, key="model.dropout", **idle)
+    control(st.selectbox, "Normalisation layers", NORMS, key="model.norm", **idle)
 
 
-def training_controls() -> None:
+def training_controls(num_train: int) -> None:
     st.subheader("Training")
     control(st.selectbox, "Optimiser", OPTIMIZERS, key="train.optimizer")
     choice_slider("Learning rate (log scale)", "train.lr", LR_OPTIONS, fmt=lambda v: f"{v:g}")
@@ -176,8 +180,10 @@ def training_controls() -> None:
     choice_slider("Weight decay", "train.weight_decay", WEIGHT_DECAY_OPTIONS, fmt=lambda v: f"{v:g}")
     control(st.slider, "Label smoothing", *R["train.label_smoothing"], step=0.05,
             key="train.label_smoothing")
-    choice_slider("Training images", "train.train_subset", SUBSET_OPTIONS,
-                  fmt=lambda v: "all" if v == 0 else f"{v:,}")
+    if S["train.train_subset"] >= num_train:  # a link's or preset's subset this dataset cannot fill
+        S["train.train_subset"] = 0
+    choice_slider("Training images", "train.train_subset", subset_options(num_train),
+                  fmt=lambda v: f"all ({num_train:,})" if v == 0 else f"{v:,}")
     control(st.toggle, "Normalise inputs (off: raw pixel values 0-255)", key="train.normalize")
     control(st.toggle, "Augment (small random shifts and rotations)", key="train.augment")
     control(st.toggle, "Early stopping (on a validation split)", key="train.early_stopping")
@@ -360,7 +366,7 @@ def page() -> None:
     left, right = st.columns([1, 2])
     with left:
         model_controls()
-        training_controls()
+        training_controls(len(dataset.train_y))
     values = {k: S[k] for k in widget_values(common.current_config())}
     values["train.dataset"] = dataset.name
     values["train.device"] = S.get("device", "auto")

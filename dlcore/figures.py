@@ -81,8 +81,10 @@ def epoch_curves_figure(history: Sequence[dict], best_epoch: int | None = None,
 
 
 def weight_grid_figure(weights: np.ndarray, image_shape: tuple[int, int], units: Sequence[int],
-                       columns: int = 8, title: str = "") -> go.Figure:
-    """First-layer weights, one small image per unit, RdBu with a scale symmetric around zero."""
+                       columns: int = 8, title: str = "", limit: float | None = None) -> go.Figure:
+    """First-layer weights, one small image per unit, RdBu with a scale symmetric around zero:
+    -limit..limit (default: the largest weight shown; give one limit for every epoch of a run so
+    that their colours compare)."""
     weights = np.asarray(weights, dtype=np.float32)
     rows = math.ceil(len(units) / columns)
     h, w = image_shape
@@ -90,7 +92,7 @@ def weight_grid_figure(weights: np.ndarray, image_shape: tuple[int, int], units:
     for k, unit in enumerate(units):
         r, c = divmod(k, columns)
         canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = weights[unit].reshape(h, w)
-    limit = float(np.nanmax(np.abs(canvas))) or 1.0
+    limit = limit or float(np.nanmax(np.abs(canvas))) or 1.0
     fig = go.Figure(go.Heatmap(z=canvas[::-1], colorscale="RdBu", zmin=-limit, zmax=limit,
                                zmid=0, showscale=True, hoverongaps=False))
     fig.update_layout(title=title, height=max(220, 90 * rows), margin=dict(t=40, b=10, l=10, r=10))

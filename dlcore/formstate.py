@@ -27,6 +27,12 @@ LIST_WIDGETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def subset_options(num_train: int) -> tuple[int, ...]:
+    """The "Training images" choices for a dataset of `num_train` images: 0 (all of them) and the
+    sizes smaller than it (a size it cannot fill would train on all and say otherwise)."""
+    return tuple(o for o in SUBSET_OPTIONS if o == 0 or o < num_train)
+
+
 def with_value(options: tuple, value: Any) -> list:
     """`options` with `value` added in order, so a preset's or link's odd value still shows."""
     return sorted(set(options) | {value}) if value not in options else list(options)

@@ -132,6 +132,13 @@ class WeightPanel:
     image_shape: tuple[int, int]
 
 
+def units_slider_max(view, step: int = 16, most: int = 128) -> int:
+    """The largest "units to show" worth offering: the first layer's units rounded up to `step`
+    (at most `most`); `step` where the layer has no more (then there is nothing to choose)."""
+    total = len(view.first_layer[-1]) if view.first_layer else most
+    return max(step, min(most, -(-total // step) * step))
+
+
 def weight_panel(view, epoch: int, count: int, sort: str = "norm") -> WeightPanel | None:
     """The first Linear/Conv2d layer of `view` at snapshot `epoch` (0 = before training), `count`
     units sorted by `sort`. Units are ranked on the final weights, so each tile keeps its place while
@@ -167,8 +174,12 @@ def weight_panel(view, epoch: int, count: int, sort: str = "norm") -> WeightPane
     stage = "before training" if epoch == 0 and len(view.first_layer) > 1 else (
         f"after epoch {epoch}" if len(view.first_layer) > 1 else "final weights")
     title = f"{len(units)} of {len(weights)} first-layer {what} weights, {stage}"
+    # One colour scale for every epoch of the run, so that epochs compare by colour.
+    limit = max(float(np.abs(first_layer_images(np.asarray(w, dtype=np.float32),
+                                                view.dataset.shape)[0][units]).max())
+                for w in view.first_layer) if units else None
     fig = weight_grid_figure(images.reshape(len(images), -1), shape, units, columns=GRID_COLUMNS,
-                             title=title)
+                             title=title, limit=limit)
     if kind != "conv":  # a label would hide most of a 3x3 kernel
         annotate_grid(fig, labels, shape, GRID_COLUMNS)
     return WeightPanel(fig, units, len(weights), note, kind, shape)

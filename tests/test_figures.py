@@ -45,3 +45,35 @@ def test_before_any_epoch_the_axes_cover_the_run_and_say_so() -> None:
     assert not fig.data
     assert list(fig.layout.xaxis.range) == [0.5, 5.5]
     assert any(a.text == "no epoch has finished yet" for a in fig.layout.annotations)
+
+
+def _view(first_layer, hidden=(32,)):
+    from types import SimpleNamespace
+
+    from dlcore.config import RunConfig
+
+    config = RunConfig().replace(**{"model.hidden": hidden})
+    dataset = SimpleNamespace(shape=(1, 4, 4), classes=[str(c) for c in range(10)])
+    return SimpleNamespace(first_layer=first_layer, dataset=dataset, config=config)
+
+
+def test_the_learned_features_colour_scale_is_one_for_every_epoch() -> None:
+    from dlcore.visuals import weight_panel
+
+    rng = np.random.default_rng(0)
+    snapshots = [rng.normal(scale=s, size=(32, 16)).astype(np.float32) for s in (0.1, 0.5, 2.0)]
+    view = _view(snapshots)
+    scales = {(weight_panel(view, e, 16).figure.data[0].zmin,
+               weight_panel(view, e, 16).figure.data[0].zmax) for e in range(3)}
+    assert len(scales) == 1  # before: each epoch re-fitted its own scale
+    (low, high), = scales
+    assert high == -low and high >= float(np.abs(snapshots[2]).max()) * 0.5
+
+
+def test_units_to_show_never_offers_more_than_the_layer_has() -> None:
+    from dlcore.visuals import units_slider_max
+
+    zeros = np.zeros
+    assert units_slider_max(_view([zeros((10, 16))], hidden=(10,))) == 16
+    assert units_slider_max(_view([zeros((40, 16))], hidden=(40,))) == 48
+    assert units_slider_max(_view([zeros((512, 16))])) == 128

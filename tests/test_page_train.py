@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 import streamlit
-from apphelpers import chart_keys, chart_spec, click_train, plotly_array, start_app, train_run
+from apphelpers import APP, chart_keys, chart_spec, click_train, plotly_array, start_app, train_run
 from streamlit.string_util import is_material_icon
+from streamlit.testing.v1 import AppTest
 
 from dlcore.config import RunConfig
 from dlcore.data import load_with_fallback
@@ -132,3 +133,24 @@ def test_a_runner_that_cannot_be_had_is_said_on_the_page(tmp_path, monkeypatch):
                in e.value and "process, thread, ray" in e.value for e in at.error)
     at.button(key="train_button").click().run()
     assert not at.exception and "job" not in at.session_state
+
+
+def test_controls_that_would_do_nothing_say_so(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    for key in ("model.activation", "model.norm"):
+        assert not at.selectbox(key=key).disabled
+    at.slider(key="model.n_hidden").set_value(0).run()
+    assert at.selectbox(key="model.activation").disabled and at.selectbox(key="model.norm").disabled
+    assert at.slider(key="model.dropout").disabled
+    assert "No hidden layer" in at.slider(key="model.dropout").help
+    subset = at.select_slider(key="train.train_subset")  # the bundled sample: 10,000 images
+    assert subset.options == ["all (10,000)", "100", "300", "1,000", "3,000"]
+
+
+def test_a_link_asking_more_images_than_the_dataset_has_trains_on_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["train.train_subset"] = "30000"
+    at.run()
+    assert at.select_slider(key="train.train_subset").value == 0
+    assert at.session_state["config"].train.train_subset == 0
