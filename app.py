@@ -45,10 +45,12 @@ def dataset_panel(person) -> None:
     st.sidebar.caption(f"**In use:** {common.dataset_title(dataset.name)} — "
                        f"{len(dataset.train_y):,} train / {len(dataset.test_y):,} test images; "
                        f"source: {common.for_this_person(dataset.source)}")
-    if note:
-        st.sidebar.warning(common.for_this_person(note))
     wanted = st.session_state.get("dataset", "mnist")
     info = DATASETS.get(wanted)
+    if note:
+        hint = (" Press **Download** below, or set the class's data folder on the **Class** page."
+                if person.teacher else " Your teacher can download it or set the class's data folder.")
+        st.sidebar.warning(common.for_this_person(note) + hint)
     if dataset.name != wanted and getattr(info, "downloadable", False) and not person.teacher:
         st.sidebar.caption("Only the teacher can download a dataset or choose the data folder.")
     elif dataset.name != wanted and getattr(info, "downloadable", False):
@@ -57,7 +59,8 @@ def dataset_panel(person) -> None:
             try:
                 download_dataset(wanted, progress=lambda f: bar.progress(min(max(f, 0.0), 1.0)))
             except DatasetError as exc:
-                st.sidebar.error(str(exc))
+                bar.empty()  # not "Downloading…" over an empty bar after it failed
+                st.sidebar.error(common.for_this_person(exc))
             else:
                 common.cached_dataset.clear()
                 st.rerun()

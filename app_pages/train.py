@@ -383,6 +383,13 @@ def page() -> None:
         notes_panel(config)
 
     with right:
+        wanted = S.get("dataset", dataset.name)
+        if wanted != dataset.name:  # said before Train is pressed, not found out after
+            text = (f"{common.dataset_title(wanted)} is not available here (see the sidebar): "
+                    f"Train uses {common.dataset_title(dataset.name)}, "
+                    f"{len(dataset.train_y):,} training images.")
+            # The sample of the same dataset is a caption; another dataset altogether, a warning.
+            (st.caption if dataset.name == f"{wanted}-sample" else st.warning)(text)
         job = common.current_job()
         active = job is not None and job.snapshot().active
         b1, b2, _ = st.columns([1, 1, 4])

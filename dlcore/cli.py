@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_for_cli(name: str, data_dir: str | None):
     """The dataset a command asked for; without a folder, the bundled sample when it is missing."""
-    from dlcore.data import load_dataset, load_with_fallback
+    from dlcore.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
     from dlcore.dataset import DatasetError
 
     try:
@@ -107,7 +107,7 @@ def load_for_cli(name: str, data_dir: str | None):
     except DatasetError as exc:
         raise CliError(str(exc)) from None
     if note:
-        print(note, file=sys.stderr)
+        print(f"{note} {CLI_FALLBACK_HINT}", file=sys.stderr)
     return dataset
 
 

@@ -74,14 +74,14 @@ def handler(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc).replace("n_estimators:", "--trees:"), 2)
     try:
-        from dlcore.data import load_dataset, load_with_fallback
+        from dlcore.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
 
         if args.data_dir:
             dataset = load_dataset(args.dataset, args.data_dir)
         else:
             dataset, note = load_with_fallback(args.dataset)
             if note:
-                print(note, file=sys.stderr)
+                print(f"{note} {CLI_FALLBACK_HINT}", file=sys.stderr)
     except (DatasetError, ValueError) as exc:
         return _fail(str(exc), 2)
     except ImportError as exc:

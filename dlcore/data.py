@@ -365,12 +365,12 @@ def load_with_fallback(name: str, data_dir: str | Path | None = None) -> tuple[D
         if not info.downloadable:
             raise
         problem = "was not found" if isinstance(exc, _NotFound) else f"could not be read ({exc})"
-    sample = _load_sample()
-    return sample, (
-        f"The full {info.title} dataset {problem}, so the bundled MNIST sample "
-        f"({len(sample.train_y):,} train / {len(sample.test_y):,} test images) is used instead; "
-        "to use the full dataset, pass --data-dir with a folder holding its files "
-        "or press the download button.")
+    return _load_sample(), (f"The full {info.title} dataset {problem}: the bundled MNIST sample is "
+                            "used instead.")
+
+
+# What a command-line user can do about load_with_fallback's note (a page says it in its own words).
+CLI_FALLBACK_HINT = "To use the full dataset, pass --data-dir with a folder holding its files."
 
 
 def describe_source(ds: Dataset) -> str:

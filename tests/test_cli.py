@@ -70,6 +70,7 @@ def test_missing_mnist_falls_back_to_the_sample_and_says_so(tmp_path: Path) -> N
     run = dlcore(tmp_path, "train", "--epochs", "1", "--train-subset", "1000")
     assert run.returncode == 0, run.stderr
     assert "sample" in run.stderr and "MNIST" in run.stderr
+    assert "pass --data-dir with a folder holding its files" in run.stderr  # what to do, for a CLI
     assert "Parameters: 535,818" in run.stdout
     assert "Dataset: mnist-sample" in run.stdout
     assert EPOCH_LINE.search(run.stdout), run.stdout

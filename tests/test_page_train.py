@@ -154,3 +154,17 @@ def test_a_link_asking_more_images_than_the_dataset_has_trains_on_all(tmp_path, 
     at.run()
     assert at.select_slider(key="train.train_subset").value == 0
     assert at.session_state["config"].train.train_subset == 0
+
+
+def test_train_says_which_data_it_will_use_before_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no downloaded files
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["dataset"] = "fashion-mnist"
+    at.run()
+    assert any(w.value.startswith("Fashion-MNIST is not available here") and
+               "Train uses MNIST sample" in w.value and "10,000 training images" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    notes = [w.value for w in at.sidebar.warning]
+    assert len(notes) == 1 and "--data-dir" not in notes[0] and "Download" in notes[0]
+    assert notes[0].count("(") == notes[0].count(")")
