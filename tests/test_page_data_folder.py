@@ -29,7 +29,9 @@ def test_a_symlink_loop_as_the_data_folder_is_one_note(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     notes = [w.value for w in at.sidebar.warning]
     assert notes == [markdown_literal(f"The data folder {loop} cannot be opened: Too many levels "
-                                      "of symbolic links. Using the bundled MNIST sample instead.")]
+                                      "of symbolic links. Using the bundled MNIST sample instead.")
+                     + " Press **Download** below, or set the class's data folder on the **Class** "
+                       "page."]
     for page in ("app_pages/experiments.py", "app_pages/draw.py", "app_pages/train.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
