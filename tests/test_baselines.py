@@ -214,6 +214,7 @@ def cli(monkeypatch, tmp_path: Path, digits: Dataset):
     fake = types.ModuleType("dlcore.data")
     fake.load_dataset = load_dataset
     fake.load_with_fallback = lambda name, data_dir=None: (load_dataset(name, data_dir), None)
+    fake.CLI_FALLBACK_HINT = "To use the full dataset, pass --data-dir."
     monkeypatch.setitem(__import__("sys").modules, "dlcore.data", fake)
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
     parser = argparse.ArgumentParser(prog="dllab")
