@@ -44,6 +44,8 @@ def test_before_any_epoch_the_axes_cover_the_run_and_say_so() -> None:
     fig = epoch_curves_figure([], epochs=5)
     assert not fig.data
     assert list(fig.layout.xaxis.range) == [0.5, 5.5]
+    assert list(fig.layout.yaxis.range) == [0, 1] and list(fig.layout.yaxis2.range) == [0, 100]
+    assert epoch_curves_figure(HISTORY).layout.yaxis.range is None  # with points: fitted to them
     assert any(a.text == "no epoch has finished yet" for a in fig.layout.annotations)
 
 
