@@ -99,7 +99,7 @@ def stop_job() -> None:
 def you_section(person, room) -> None:
     st.subheader("You")
     st.text_input("Your name (your teacher sees it beside your runs)", key="display_name",
-                  max_chars=80, placeholder=S.get("student_name", ""), **KEEP)
+                  max_chars=80, placeholder=person.name, **KEEP)
     if person.teacher and S.get("teacher"):
         st.caption("You are the **teacher** (unlocked with the teacher key).")
         st.button("Leave the teacher role", key="class.leave", on_click=leave_teacher)
