@@ -10,7 +10,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app_pages import common  # noqa: E402
-from dlcore.data import DATASETS, download_dataset  # noqa: E402
+from dlcore.data import DATASETS, choice_label, download_dataset  # noqa: E402
 from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
 from dlcore.text import markdown_literal  # noqa: E402
@@ -39,8 +39,10 @@ def person_panel(person) -> None:
 
 
 def dataset_panel(person) -> None:
+    data_dir = common.classroom().data_dir
     st.sidebar.selectbox("Dataset", common.DATASET_CHOICES, key="dataset",
-                         format_func=common.dataset_title, persist_state="session")
+                         format_func=lambda name: choice_label(name, data_dir),
+                         persist_state="session")
     dataset, note = common.current_dataset()
     st.sidebar.caption(f"**In use:** {common.dataset_title(dataset.name)} — "
                        f"{len(dataset.train_y):,} train / {len(dataset.test_y):,} test images; "

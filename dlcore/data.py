@@ -369,6 +369,28 @@ def load_with_fallback(name: str, data_dir: str | Path | None = None) -> tuple[D
                             "used instead.")
 
 
+def has_files(name: str, data_dir: str | Path | None = None) -> bool:
+    """Whether `name` can be loaded without a download: always for the bundled ones, else when its
+    files are in `data_dir` or the cache (found by name only: a broken file still counts)."""
+    info = _info(name)
+    if not info.downloadable:
+        return True
+    roots = [(default_data_dir(), False)]
+    if data_dir:
+        roots.insert(0, (Path(data_dir).expanduser(), True))
+    try:
+        return any(_locate(name, root, flat) is not None for root, flat in roots)
+    except (OSError, ValueError):
+        return False
+
+
+def choice_label(name: str, data_dir: str | Path | None = None) -> str:
+    """How a dataset selector names `name`: its title, and "not downloaded" when its files are
+    not on this machine (choosing it then trains on the bundled sample, said where it is used)."""
+    title = DATASETS[name].title if name in DATASETS else name
+    return title if has_files(name, data_dir) else f"{title} (not downloaded)"
+
+
 # What a command-line user can do about load_with_fallback's note (a page says it in its own words).
 CLI_FALLBACK_HINT = "To use the full dataset, pass --data-dir with a folder holding its files."
 

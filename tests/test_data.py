@@ -23,6 +23,7 @@ from dlcore import data
 from dlcore.data import (
     DATASETS,
     DatasetError,
+    choice_label,
     default_data_dir,
     describe_source,
     download_dataset,
@@ -66,6 +67,20 @@ def test_registry():
     assert not DATASETS["digits"].downloadable and DATASETS["kmnist"].downloadable
     with pytest.raises(DatasetError, match="Unknown dataset"):
         load_dataset("svhn")
+
+
+def test_a_selector_says_which_datasets_are_not_downloaded(tmp_path, home):
+    assert choice_label("fashion-mnist") == "Fashion-MNIST (not downloaded)"
+    assert choice_label("digits") == "scikit-learn digits (8x8)"  # bundled: always there
+    assert choice_label("mnist", tmp_path / "nowhere") == "MNIST (not downloaded)"
+    make_mnist(tmp_path / "d" / "MNIST" / "raw")
+    assert choice_label("mnist", tmp_path / "d") == "MNIST"
+    assert choice_label("fashion-mnist", tmp_path / "d") == "Fashion-MNIST (not downloaded)"
+    make_mnist(home / "data" / "FashionMNIST" / "raw")  # the cache a download fills
+    assert choice_label("fashion-mnist") == "Fashion-MNIST"
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    assert choice_label("kmnist", loop) == "KMNIST (Kuzushiji) (not downloaded)"
 
 
 def test_default_data_dir(home):

@@ -35,3 +35,13 @@ def test_a_symlink_loop_as_the_data_folder_is_one_note(tmp_path, monkeypatch):
     for page in ("app_pages/experiments.py", "app_pages/draw.py", "app_pages/train.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
+
+
+def test_the_dataset_selector_says_which_are_not_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path / "home"))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    options = at.sidebar.selectbox(key="dataset").options
+    assert "Fashion-MNIST (not downloaded)" in options and "MNIST (not downloaded)" in options
+    assert "scikit-learn digits (8x8)" in options
