@@ -11,7 +11,7 @@ import streamlit as st
 from app_pages import common
 from dlcore import numbers
 from dlcore.formstate import widget_values
-from dlcore.lessons import LESSONS, Lesson, LessonRun, lesson_run_table
+from dlcore.lessons import LESSONS, Lesson, LessonRun, epochs_note, lesson_run_table
 from dlcore.querystate import config_to_query
 from dlcore.stepthrough import Stepper, StepReport, settings_text, step_table
 from dlcore.train import DIVERGE_FACTOR
@@ -56,6 +56,8 @@ def runs_table(lesson: Lesson, runs: pd.DataFrame) -> None:
         shown = numbers.as_text(table, RUN_TABLE_FORMATS)
         st.dataframe(shown, hide_index=True, key=f"lessons.runs.{lesson.id}", column_config={
             c: st.column_config.TextColumn(alignment="right") for c in RUN_TABLE_FORMATS})
+        if note := epochs_note(table):
+            st.warning(note)
     if lesson.kind == "exercise" and HAVE_EXPERIMENTS:
         ids = table["run"].astype(int).tolist()
         if st.button("Compare these runs on the Experiments page", key=f"lessons.compare.{lesson.id}",

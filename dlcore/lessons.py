@@ -201,3 +201,17 @@ def lesson_run_table(runs: pd.DataFrame, lesson: Lesson, run_ids: set[int] | Non
                              "seconds": row.get("duration_s")})
                 break
     return pd.DataFrame(rows, columns=list(RUN_TABLE_COLUMNS))
+
+
+def epochs_note(table: pd.DataFrame) -> str | None:
+    """A warning when `lesson_run_table`'s runs of different settings trained different numbers of
+    epochs: a 10-epoch run beside a 3-epoch one says more about the epochs than the settings."""
+    if table.empty or table["which"].nunique() < 2:
+        return None
+    epochs = sorted({int(e) for e in table["epochs"].dropna()})
+    if len(epochs) < 2:
+        return None
+    listed = ", ".join(str(e) for e in epochs[:-1]) + f" and {epochs[-1]}"
+    return (f"These runs trained different numbers of epochs ({listed}), so their accuracies do "
+            "not compare settings alone. Train them for the same number of epochs (the Epochs "
+            "slider on the Train page) before drawing a conclusion.")

@@ -20,7 +20,14 @@ from dlcore.formstate import (
     config_from_widgets,
     widget_values,
 )
-from dlcore.lessons import LESSONS, LESSONS_BY_ID, lesson_run_table, lesson_runs, same_settings
+from dlcore.lessons import (
+    LESSONS,
+    LESSONS_BY_ID,
+    epochs_note,
+    lesson_run_table,
+    lesson_runs,
+    same_settings,
+)
 from dlcore.querystate import (
     CONTROL_KEYS,
     QUERY_KEYS,
@@ -102,6 +109,16 @@ def test_lesson_run_table_matches_configs_and_session_ids():
     assert same_settings(SEED, SEED.replace(**{"train.dataset": "digits", "train.seed": 3,
                                                "train.epochs": 1}))
     assert not same_settings(SEED, SEED.replace(**{"train.lr": 0.1}))
+
+
+def test_runs_of_different_settings_and_epochs_are_flagged():
+    def table(*rows):
+        return pd.DataFrame([{"which": w, "epochs": e} for w, e in rows])
+    assert epochs_note(table(("narrower", 10), ("the lesson's network", 3))).startswith(
+        "These runs trained different numbers of epochs (3 and 10)")
+    assert epochs_note(table(("narrower", 3), ("the lesson's network", 3))) is None
+    assert epochs_note(table(("narrower", 3), ("narrower", 10))) is None  # one setting, two lengths
+    assert epochs_note(pd.DataFrame(columns=["which", "epochs"])) is None
 
 
 # ---- the URL --------------------------------------------------------------------------------

@@ -229,3 +229,22 @@ def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tm
     assert len(seed_only) == 5  # ex2, ex3 (against the seed), the seed and two "good" mistakes
     at.button(key="lessons.compare.ex1").click().run()
     assert sorted(at.session_state["experiments.compare"]) == ids[:2]
+
+
+def test_an_exercise_beside_the_seed_at_other_epochs_is_flagged(app, tmp_path):
+    store = RunStore(tmp_path)
+    ex1, seed = LESSONS_BY_ID["ex1"].runs[0].config, PRESETS["seed"]
+    ids = []
+    for config, epochs in ((seed, 3), (ex1, 10)):
+        run_id = store.start_run(config.replace(**{"train.epochs": epochs}), dataset="mnist-sample",
+                                 device="cpu")
+        for epoch in range(1, epochs + 1):
+            store.add_epoch(run_id, {"epoch": epoch, "test_acc": 0.9})
+        store.finish_run(run_id, "finished", metrics={"test_acc": 0.9, "train_acc": 0.9})
+        ids.append(run_id)
+    at = app.run()
+    at.session_state["session_runs"] = ids
+    at.switch_page("app_pages/lessons.py").run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning if "different numbers of epochs" in w.value]
+    assert warnings and "(3 and 10)" in warnings[0]
