@@ -149,17 +149,22 @@ def importance_section(view, forest, dataset) -> None:
         st.caption(note[0].upper() + note[1:] + ".")
 
 
+def curve_config():
+    """The network Run learning curve trains now: the Train page's settings, this section's epochs."""
+    return cmp.curve_config(common.current_config(), S["baseline.curve_epochs"])
+
+
 def curve_section(dataset, view) -> None:
     st.header("Learning curve: who wins at which size?")
+    clamp("baseline.curve_epochs", 1, 20, 3)
     st.caption("Both models trained on the same growing subsets of the training set, each tested on "
                "the whole test set — the lesson's 'small dataset: traditional ML' rule, measured. "
-               "The network is the Train page's current settings with few epochs; the forest uses "
-               "the settings above.")
+               "**Run learning curve** trains the Train page's current network with the epochs set "
+               f"here ({cmp.network_words(curve_config())}); the forest uses the settings above.")
     num_train = len(dataset.train_y)
     options = cmp.size_options(num_train)
     if not isinstance(S.get("baseline.sizes"), list) or not set(S["baseline.sizes"]) <= set(options):
         S["baseline.sizes"] = cmp.default_sizes(num_train)
-    clamp("baseline.curve_epochs", 1, 20, 3)
     c1, c2 = st.columns([3, 1])
     c1.multiselect("Training-set sizes", options, key="baseline.sizes", **KEEP,
                    format_func=lambda v: f"all ({numbers.count(num_train)})" if v == 0
@@ -168,20 +173,24 @@ def curve_section(dataset, view) -> None:
     if st.button("Run learning curve", key="baseline.curve", disabled=not S["baseline.sizes"]):
         run_curve(dataset)
     kept = S.get("baseline.curve_result")
-    if kept is None:
+    if not isinstance(kept, cmp.MeasuredCurve):
         return
-    key, curve = kept
-    if key[0] != dataset.name or key[1] != num_train:
+    if not kept.same_dataset(dataset):
         st.info("The last learning curve was measured on another dataset; run it again for this one.")
         return
+    curve = kept.curve
     if curve.empty:
         st.warning("No size finished.")
         return
+    note = cmp.curve_network_note(kept.config, curve_config())
+    if note is not None:
+        st.warning(note)
     st.plotly_chart(log_x_lines_figure(curve["size"], {cmp.NETWORK: curve["network_acc"],
                                                        cmp.FOREST: curve["forest_acc"]},
                                        "Test accuracy against training-set size",
                                        "training images (log scale)", "test accuracy"),
                     key="baseline.curve_chart")
+    st.caption(f"The network in this curve: {cmp.network_words(kept.config)}.")
     st.markdown(cmp.crossover_sentence(curve))
     text = cmp.curve_text(curve)
     st.dataframe(text, hide_index=True, key="baseline.curve_table", column_config={
@@ -192,7 +201,7 @@ def curve_section(dataset, view) -> None:
 def run_curve(dataset) -> None:
     try:
         params = current_params()
-        config = common.current_config().replace(**{"train.epochs": int(S["baseline.curve_epochs"])})
+        config = curve_config()
         config.validate()
     except (ValueError, ConfigError) as exc:
         st.error(f"Cannot run the learning curve: {exc}")
@@ -207,7 +216,7 @@ def run_curve(dataset) -> None:
         st.error(f"The learning curve failed: {exc}")
         return
     bar.empty()
-    S["baseline.curve_result"] = ((dataset.name, len(dataset.train_y)), curve)
+    S["baseline.curve_result"] = cmp.MeasuredCurve(dataset.name, len(dataset.train_y), config, curve)
 
 
 st.title("Random Forest baseline")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,13 @@ from torch import nn
 
 from dlcore import numbers
 from dlcore.baselines import BaselineResult, ForestParams, feature_names, fit_forest
-from dlcore.config import RunConfig
+from dlcore.config import RunConfig, setting_label
 from dlcore.dataset import Dataset, split_train
 from dlcore.inspection import RunView
 from dlcore.metrics import confusion, per_class_accuracy
 from dlcore.models import first_weight_layer
 from dlcore.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
+from dlcore.views.classroom import model_summary
 
 NETWORK, FOREST = "network", "random forest"
 CURVE_SIZES = (100, 300, 1000, 3000, 10000)
@@ -328,6 +330,77 @@ def learning_curve(dataset: Dataset, config: RunConfig, sizes: Sequence[int | st
     return pd.DataFrame(rows, columns=columns)
 
 
+# ---------------------------------------------------------------- which network a curve measured
+
+# Settings that do not change the network a curve measures: it sets the subset itself, runs on the
+# page's dataset whatever the config names, and the device only changes how fast it goes.
+CURVE_IGNORES = ("train.train_subset", "train.dataset", "train.device")
+# Each kind's model settings that the other kind does not use.
+KIND_ONLY = {"mlp": ("model.hidden",),
+             "cnn": ("model.conv_channels", "model.kernel_size", "model.pool", "model.dense")}
+
+
+@dataclass(frozen=True, eq=False)
+class MeasuredCurve:
+    """A learning curve with what it was measured on: the dataset (its name and training-set
+    size) and the network's config (the Train page's settings with the curve's epochs)."""
+
+    dataset: str
+    num_train: int
+    config: RunConfig
+    curve: pd.DataFrame
+
+    def same_dataset(self, dataset: Dataset) -> bool:
+        return self.dataset == dataset.name and self.num_train == len(dataset.train_y)
+
+
+def curve_config(config: RunConfig, epochs: int) -> RunConfig:
+    """The network a learning curve trains: the Train page's `config` for `epochs` epochs."""
+    return config.replace(**{"train.epochs": int(epochs)})
+
+
+def network_words(config: RunConfig) -> str:
+    """The network and how it trains, in a few words: "MLP 512-256, adam lr 0.001, batch 64,
+    3 epochs" (the model as the Class page writes it)."""
+    t = config.train
+    epochs = f"{numbers.count(t.epochs)} epoch{'' if t.epochs == 1 else 's'}"
+    return (f"{model_summary(config)}, {t.optimizer} lr {t.lr:g}, "
+            f"batch {numbers.count(t.batch_size)}, {epochs}")
+
+
+def _setting_words(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(_setting_words(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return numbers.count(value) if isinstance(value, int) else str(value)
+
+
+def curve_network_changes(measured: RunConfig, current: RunConfig) -> list[str]:
+    """What differs between the network a curve was measured with and the one it would measure
+    now, each as "Label: old → new"; empty when it is the same network. The subset, dataset and
+    device do not count (see CURVE_IGNORES), nor settings neither model kind uses."""
+    both = {measured.model.kind} & {current.model.kind}  # the kind both use, if the same
+    ignored = {*CURVE_IGNORES, *(key for kind, keys in KIND_ONLY.items() if kind not in both
+                                 for key in keys)}
+    before, after = measured.flat(), current.flat()
+    return [f"{setting_label(key)}: {_setting_words(before[key])} → {_setting_words(after[key])}"
+            for key in before if key not in ignored and before[key] != after[key]]
+
+
+def curve_network_note(measured: RunConfig, current: RunConfig) -> str | None:
+    """None when a curve measured with `measured` is of the network `current` would train now;
+    else a sentence naming both and what changed, and saying how to measure the current one."""
+    changes = curve_network_changes(measured, current)
+    if not changes:
+        return None
+    return (f"This learning curve was measured with a different network: "
+            f"**{network_words(measured)}**. Pressing **Run learning curve** measures the current "
+            f"one: **{network_words(current)}** (changed: {'; '.join(changes)}).")
+
+
 CURVE_TEXT_COLUMNS = {"size": "training images", "network_acc": f"{NETWORK}: test accuracy",
                       "forest_acc": f"{FOREST}: test accuracy",
                       "network_seconds": f"{NETWORK}: training time",
@@ -345,24 +418,52 @@ def curve_text(curve: pd.DataFrame) -> pd.DataFrame:
     return text[list(CURVE_TEXT_COLUMNS)].rename(columns=CURVE_TEXT_COLUMNS)
 
 
+def _sizes_words(sizes: Sequence[float]) -> str:
+    """"300 images", "100 and 300 images", "100, 300 and 1,000 images"."""
+    words = [numbers.count(s) for s in sizes]
+    listed = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+    return f"{listed} images"
+
+
 def crossover_sentence(curve: pd.DataFrame) -> str:
-    """Where the network overtakes the forest on this curve, in one sentence."""
+    """Where the network overtakes the forest on this curve, in one sentence.
+
+    Equal accuracies are a tie, said as "level": only a strict lead counts as being ahead, and a
+    crossover is a strict lead of the forest followed by strict leads of the network.
+    """
     frame = curve.dropna(subset=["network_acc", "forest_acc"]).sort_values("size")
     if frame.empty:
         return "No sizes finished, so there is nothing to compare."
     sizes = frame["size"].to_numpy()
-    ahead = (frame["network_acc"] > frame["forest_acc"]).to_numpy()
-    lo, hi = f"{int(sizes[0]):,}", f"{int(sizes[-1]):,}"
-    if ahead.all():
-        return (f"The network is ahead at every size tried ({lo} to {hi} images): in this range "
-                "it never needs the forest's help.")
-    if not ahead[-1]:
-        if ahead.any():
-            return (f"The forest is ahead at the largest size tried ({hi} images); the two trade "
-                    "places along the way, so the network does not overtake it for good in this "
-                    "range.")
-        return (f"The forest is ahead at every size tried ({lo} to {hi} images): the network does "
-                "not overtake it in this range — small data is traditional ML's ground.")
-    first = int(np.flatnonzero(~ahead)[-1]) + 1  # the network stays ahead from here on
-    return (f"The forest is ahead up to {int(sizes[first - 1]):,} images; from "
-            f"{int(sizes[first]):,} images on, the network overtakes it and stays ahead.")
+    lead = np.sign(frame["network_acc"].to_numpy(dtype=np.float64)
+                   - frame["forest_acc"].to_numpy(dtype=np.float64))  # +1 network, -1 forest, 0 level
+    span = f"{numbers.count(sizes[0])} to {numbers.count(sizes[-1])} images"
+    ties = f"level at {_sizes_words(sizes[lead == 0])}" if (lead == 0).any() else ""
+    level = f" ({ties})" if ties else ""
+    if (lead == 0).all():
+        return (f"The two are level at every size tried ({span}): neither is ahead in this range, "
+                "so there is no crossover to see.")
+    if (lead > 0).all():
+        return (f"The network is ahead at every size tried ({span}): in this range it never needs "
+                "the forest's help.")
+    if (lead >= 0).all():
+        return (f"The network is ahead or level at every size tried ({span}; {ties}): the forest "
+                "never leads in this range.")
+    if (lead < 0).all():
+        return (f"The forest is ahead at every size tried ({span}): the network does not overtake "
+                "it in this range — small data is traditional ML's ground.")
+    if (lead <= 0).all():
+        return (f"The forest is ahead or level at every size tried ({span}; {ties}): the network "
+                "does not overtake it in this range — small data is traditional ML's ground.")
+    last_forest = int(np.flatnonzero(lead < 0)[-1])
+    after = np.flatnonzero(lead[last_forest:] > 0)
+    if not after.size:  # the forest has the last strict lead
+        where = (f"is ahead at the largest size tried ({numbers.count(sizes[-1])} images)"
+                 if lead[-1] < 0 else
+                 f"has the last lead, at {numbers.count(sizes[last_forest])} images")
+        return (f"The forest {where}{level}; the two trade places along the way, so the network "
+                "does not overtake it for good in this range.")
+    first = last_forest + int(after[0])  # the network's first strict lead after the forest's last
+    stays = "stays ahead" if (lead[first:] > 0).all() else "is never behind again"
+    return (f"The forest is ahead up to {numbers.count(sizes[last_forest])} images; from "
+            f"{numbers.count(sizes[first])} images on, the network overtakes it and {stays}{level}.")

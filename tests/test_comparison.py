@@ -267,6 +267,56 @@ def test_crossover_sentence():
     assert "nothing to compare" in crossover_sentence(frame([], [], []))
 
 
+def test_crossover_sentence_equal_accuracies_are_level_not_the_forest_ahead():
+    """Issue 11: both at 95.75% everywhere read "the forest is ahead at every size tried"."""
+    text = crossover_sentence(frame([100, 300, 1000], [0.9575] * 3, [0.9575] * 3))
+    assert text.startswith("The two are level at every size tried (100 to 1,000 images)")
+    assert "ahead at" not in text and "overtake" not in text
+
+
+def test_crossover_sentence_ties_mixed_with_leads():
+    net_or_level = crossover_sentence(frame([100, 300], [0.9, 0.8], [0.8, 0.8]))
+    assert "network is ahead or level at every size tried" in net_or_level
+    assert "level at 300 images" in net_or_level and "forest" in net_or_level
+    forest_or_level = crossover_sentence(frame([100, 300, 1000], [0.8, 0.7, 0.8],
+                                               [0.8, 0.8, 0.8]))
+    assert "forest is ahead or level at every size tried" in forest_or_level
+    assert "level at 100 and 1,000 images" in forest_or_level
+    assert "does not overtake" in forest_or_level
+    # a tie between the forest's last lead and the network's first does not count as either
+    through_tie = crossover_sentence(frame([100, 300, 1000], [0.7, 0.8, 0.9], [0.8, 0.8, 0.8]))
+    assert "ahead up to 100 images; from 1,000 images on, the network overtakes it and stays "\
+        "ahead (level at 300 images)" in through_tie
+    level_after = crossover_sentence(frame([100, 300, 1000], [0.7, 0.9, 0.8], [0.8, 0.8, 0.8]))
+    assert "from 300 images on, the network overtakes it and is never behind again" in level_after
+    assert "stays ahead" not in level_after
+    level_last = crossover_sentence(frame([100, 300, 1000], [0.9, 0.7, 0.8], [0.8, 0.8, 0.8]))
+    assert "forest has the last lead, at 300 images (level at 1,000 images)" in level_last
+    assert "largest size" not in level_last and "trade places" in level_last
+
+
+def test_curve_network_same_or_different():
+    measured = comparison.curve_config(PRESETS["seed"], 3)
+    assert measured.train.epochs == 3
+    # what the curve sets itself, the data and the device, and the other kind's settings: same
+    same = measured.replace(**{"train.train_subset": 1000, "train.dataset": "digits",
+                               "train.device": "cpu", "model.conv_channels": (8,)})
+    assert comparison.curve_network_changes(measured, same) == []
+    assert comparison.curve_network_note(measured, same) is None
+    cnn = measured.replace(**{"model.kind": "cnn"})
+    assert comparison.curve_network_changes(measured, cnn) == ["Model kind: mlp → cnn"]
+    note = comparison.curve_network_note(measured, cnn)
+    assert note.startswith("This learning curve was measured with a different network: "
+                           "**MLP 512-256, adam lr 0.001, batch 64, 3 epochs**.")
+    assert "**Run learning curve** measures the current one: **CNN 32-64, k3, pool, " in note
+    assert comparison.curve_network_changes(
+        measured, measured.replace(**{"model.hidden": (64,), "train.lr": 0.01})) == [
+        "Hidden layer widths: 512, 256 → 64", "Learning rate: 0.001 → 0.01"]
+    assert comparison.curve_network_changes(measured, comparison.curve_config(measured, 1)) == [
+        "Epochs: 3 → 1"]
+    assert comparison.network_words(comparison.curve_config(measured, 1)).endswith(", 1 epoch")
+
+
 def test_no_torch_grad_leak(pair):
     view, _ = pair
     with torch.no_grad():

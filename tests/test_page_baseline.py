@@ -96,7 +96,7 @@ def test_learning_curve_section(trained):
     at.number_input(key="baseline.curve_epochs").set_value(1)
     at.button(key="baseline.curve").click().run()
     assert not at.exception
-    _, curve = at.session_state["baseline.curve_result"]
+    curve = at.session_state["baseline.curve_result"].curve
     assert list(curve["size"]) == [100, 300]
     assert "baseline.curve_chart" in chart_keys(at)
     assert chart_spec(at, "baseline.curve_chart")["layout"]["xaxis"]["type"] == "log"
@@ -109,6 +109,42 @@ def test_learning_curve_section(trained):
     assert shown["network: test accuracy"].tolist() == [f"{a * 100:.2f}%"
                                                         for a in curve["network_acc"]]
     assert shown["random forest: fit time"].str.endswith(" s").all()
+
+
+def curve_notes(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if "measured with a different network" in w.value]
+
+
+def test_curve_says_when_the_train_page_has_another_network(tmp_path, monkeypatch):
+    """Issue 11: after the Train page switched MLP -> CNN the old curve was still shown as the
+    Train page's current network. It still shows, but says which network it measured."""
+    at = start_app(monkeypatch, tmp_path)
+    at.switch_page("app_pages/baseline.py").run()
+    at.slider(key="baseline.trees").set_value(10)
+    at.multiselect(key="baseline.sizes").set_value([100])
+    at.number_input(key="baseline.curve_epochs").set_value(1)
+    at.button(key="baseline.curve").click().run()
+    assert not at.exception and not curve_notes(at)
+
+    at.switch_page("app_pages/train.py").run()  # a visit that changes nothing
+    at.switch_page("app_pages/baseline.py").run()
+    assert not curve_notes(at) and "baseline.curve_chart" in chart_keys(at)
+
+    at.switch_page("app_pages/train.py").run()
+    at.radio(key="model.kind").set_value("cnn").run()
+    at.switch_page("app_pages/baseline.py").run()
+    assert not at.exception
+    (note,) = curve_notes(at)
+    assert "**MLP 512-256, " in note and "Model kind: mlp → cnn" in note
+    assert "Run learning curve" in note and "CNN 32-64" in note
+    assert "baseline.curve_chart" in chart_keys(at)  # the old curve is still there, named
+    assert any("The network in this curve: MLP 512-256" in c.value for c in at.caption)
+    assert at.session_state["baseline.curve_result"].config.model.kind == "mlp"
+
+    at.button(key="baseline.curve").click().run()  # measure the current one
+    assert not at.exception
+    assert at.session_state["baseline.curve_result"].config.model.kind == "cnn"
+    assert not curve_notes(at)
 
 
 def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
