@@ -13,6 +13,7 @@ from app_pages import common  # noqa: E402
 from dlcore.data import DATASETS, choice_label, download_dataset  # noqa: E402
 from dlcore.dataset import DatasetError  # noqa: E402
 from dlcore.devices import available_devices, describe_device  # noqa: E402
+from dlcore.querystate import dataset_from_query  # noqa: E402
 from dlcore.text import markdown_literal  # noqa: E402
 
 st.set_page_config(page_title="DL Lab", page_icon=":material/psychology:", layout="wide")
@@ -36,6 +37,17 @@ def person_panel(person) -> None:
     role = "teacher" if person.teacher else "student"
     who = markdown_literal(person.name) + ("" if person.name.lower() == role else f" ({role})")
     st.sidebar.caption(f"**You:** {who} · your name and the teacher key are on the **Class** page")
+
+
+def apply_dataset_link() -> None:
+    """A link's dataset into the sidebar's selector on the session's first run, before it is drawn
+    (the Train page reads the link's other settings, and says if the dataset was not one)."""
+    if st.session_state.get("_dataset_link_checked"):
+        return
+    st.session_state["_dataset_link_checked"] = True
+    name, _ = dataset_from_query(st.query_params.to_dict())
+    if name is not None:
+        st.session_state["dataset"] = name
 
 
 def dataset_panel(person) -> None:
@@ -99,6 +111,7 @@ def job_panel() -> None:
 navigation = st.navigation(PAGES)
 me = common.person()
 person_panel(me)
+apply_dataset_link()
 dataset_panel(me)
 device_panel()
 job_panel()

@@ -1,5 +1,6 @@
 """Class: your name and the teacher key; the class's rules for everyone to read; and, for the
-teacher, every job on the server (stop any), the rules editor and the class's data folder."""
+teacher, the rules editor, a link to share, every job on the server (stop any) and the class's data
+folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import streamlit as st
 
 from app_pages import common
 from dlcore.config import setting_label
+from dlcore.querystate import (
+    HIDE,
+    HIDE_CHOICES,
+    hidden_from_query,
+    link_params,
+    link_url,
+    train_page_url,
+)
 from dlcore.runs.policy import CAPS, FIXABLE, PolicyError
 from dlcore.runs.roles import NotAllowed
 from dlcore.text import markdown_literal
@@ -157,6 +166,19 @@ def rules_editor(room) -> None:
     b2.button("Clear all rules", key="class.clear", on_click=clear_rules)
 
 
+def link_section() -> None:
+    st.subheader("A link for the class")
+    st.caption("The address of the Train page with your Train page's settings and the sidebar's "
+               "dataset: students who open it start from them. Settings picked here are shown "
+               "greyed out at their values. A student can still edit an address: to bind everyone, "
+               "use the rules above.")
+    st.multiselect("Settings the link shows fixed", HIDE_CHOICES, key="class.link_fixed",
+                   format_func=setting_label, placeholder="none", **KEEP)
+    fixed, _ = hidden_from_query({HIDE: ",".join(S.get("class.link_fixed", []))})
+    params = link_params(common.current_config(), fixed, S.get("dataset"))
+    st.code(link_url(train_page_url(st.context.url), params), language=None, wrap_lines=True)
+
+
 def jobs_section() -> None:
     st.subheader("Every job on this server")
     show_stop_note()
@@ -199,6 +221,7 @@ def page() -> None:
     if not person.teacher:
         return
     rules_editor(room)
+    link_section()
     st.fragment(run_every=2.0)(jobs_section)()
     data_section(room)
 

@@ -143,6 +143,9 @@ def step_section() -> None:
 st.title("Lessons")
 st.markdown("Each lesson loads its settings into the **Train** page in one click. Train it there, "
             "then come back: the lesson lists your runs of it, side by side.")
+st.page_link("app_pages/classroom.py", icon=":material/groups:",
+             label="Teaching a class? The Class page fixes settings for every student, caps epochs "
+                   "and run time, and makes a link that opens the Train page with your settings.")
 try:
     all_runs = common.store().list_runs()
 except Exception as exc:  # an unreadable history must not hide the lessons

@@ -1,9 +1,9 @@
 """Train: every setting of the model and its training, the layer table, Train/Stop, live curves.
 
 Every setting lives in the URL's query parameters (dlcore.querystate): a link opens the page with
-its settings, and `hide=` names controls to leave out. The class's rules (set by the teacher on the
-Class page, kept on the server) show a student's fixed settings disabled and cap the others; a
-link cannot undo them, and the job manager refuses a run that breaks them.
+its settings and dataset, and `hide=` names controls it shows fixed. The class's rules (set by the
+teacher on the Class page, kept on the server) show a student's fixed settings disabled and cap the
+others; a link cannot undo them, and the job manager refuses a run that breaks them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from dlcore.querystate import (
     SLIDER_RANGES,
     config_from_query,
     config_to_query,
+    dataset_from_query,
     hidden_from_query,
     link_params,
     link_url,
@@ -88,14 +89,15 @@ def apply_link() -> None:
         return
     config, notes = config_from_query(params)
     hidden, hide_notes = hidden_from_query(params)
+    _, dataset_notes = dataset_from_query(params)  # the sidebar took a good one (app.py)
     S["config"] = config
     S.update(widget_values(config))
     S["classroom.hide"] = hidden
-    S["_link_notes"] = (config_to_query(config), notes + hide_notes)
+    S["_link_notes"] = (config_to_query(config), notes + hide_notes + dataset_notes)
 
 
-def shown(key: str) -> bool:
-    return key not in S.get("classroom.hide", ())
+def fixed_by_link(key: str) -> bool:
+    return key in S.get("classroom.hide", ())
 
 
 def rules() -> ClassPolicy:
@@ -117,12 +119,12 @@ def apply_rules(bound: ClassPolicy) -> None:
 
 
 def control(widget, label: str, *args, key: str, **kwargs) -> None:
-    """Draw the widget unless a link hides it (disabled where the class's rules fix it); its value
-    stays in session state."""
+    """Draw the widget, disabled where the class's rules or a classroom link fix it."""
     if key in rules().fixed_widgets():
         kwargs.update(disabled=True, help="Fixed by your teacher for the class.")
-    if shown(key):
-        widget(label, *args, key=key, **KEEP, **kwargs)
+    elif fixed_by_link(key):
+        kwargs.update(disabled=True, help="Fixed by the link this page was opened with.")
+    widget(label, *args, key=key, **KEEP, **kwargs)
 
 
 def capped(key: str, low: float, high: float) -> tuple[float, float]:
@@ -199,7 +201,7 @@ def notes_panel(config) -> None:
         st.info("Your teacher has set these for the class:"
                 + "".join(f"\n- {line}" for line in lines))
     elif S.get("classroom.hide"):
-        st.info("Classroom mode: the link leaves some settings out; they keep their values.")
+        st.info("Classroom link: the greyed-out settings are fixed at the link's values.")
     query = config_to_query(config) if config is not None else None
     link_query, link_notes = S.get("_link_notes", (None, []))
     if link_notes and link_query == query:
@@ -212,7 +214,7 @@ def notes_panel(config) -> None:
 
 def link_panel(config) -> None:
     """Keep the URL in step with the settings, and show it to copy."""
-    params = link_params(config, S.get("classroom.hide", ()))
+    params = link_params(config, S.get("classroom.hide", ()), S.get("dataset"))
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
     st.caption("Copy link to these settings")

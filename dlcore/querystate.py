@@ -3,10 +3,11 @@
 The parameter names are the Train page's widget keys ("train.lr", "model.n_hidden", "model.width_0",
 ...; see dlcore.formstate). A link names only the settings that differ from RunConfig()'s defaults,
 so `config_from_query(config_to_query(c))` gives back `c` (its dataset and device aside: those are
-the sidebar's). `hide=model.n_hidden,train.lr` is a teacher's classroom mode: those controls are not
-drawn. Unknown or malformed parameters are ignored, each with a note naming it: a line of markdown
-in which what the link said is quoted as a code span and the rest escaped (dlcore.text), so a
-link cannot put its own markup on the page.
+the sidebar's). `train.dataset=digits` sets the sidebar's dataset when the link opens (the device
+stays the server's). `hide=model.n_hidden,train.lr` is a teacher's classroom link: those controls are
+drawn fixed (greyed out) at the link's values. Unknown or malformed parameters are ignored, each
+with a note naming it: a line of markdown in which what the link said is quoted as a code span and
+the rest escaped (dlcore.text), so a link cannot put its own markup on the page.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
-from dlcore.config import ConfigError, RunConfig
+from dlcore.config import DATASET_NAMES, ConfigError, RunConfig
 from dlcore.formstate import (
     LIST_WIDGETS,
     MAX_BLOCKS,
@@ -27,7 +28,8 @@ from dlcore.formstate import (
 from dlcore.text import markdown_code, markdown_literal
 
 HIDE = "hide"
-SIDEBAR_KEYS = ("train.dataset", "train.device")  # set by the sidebar, not by a link
+DATASET = "train.dataset"  # a link's dataset goes to the sidebar's selector, not to a Train control
+SIDEBAR_KEYS = (DATASET, "train.device")  # set by the sidebar, not by the Train page's controls
 DEFAULTS: dict[str, Any] = widget_values(RunConfig())
 QUERY_KEYS: tuple[str, ...] = tuple(k for k in DEFAULTS if k not in SIDEBAR_KEYS)
 NO_WIDGET = ("train.val_fraction",)
@@ -45,6 +47,9 @@ SLIDER_RANGES: dict[str, tuple[float, float]] = {
 }
 # A hide name that stands for a group of controls.
 HIDE_GROUPS: dict[str, tuple[str, ...]] = LIST_WIDGETS
+# What a teacher picks from to fix in a link: each setting once, a list setting by its group name.
+HIDE_CHOICES: tuple[str, ...] = tuple(sorted(
+    [*HIDE_GROUPS, *(k for k in CONTROL_KEYS if not any(k in g for g in HIDE_GROUPS.values()))]))
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -142,7 +147,7 @@ def config_from_query(params: Mapping[str, str | list[str]], base: RunConfig | N
     values = widget_values(base)
     notes: list[str] = []
     for key, raw in params.items():
-        if key == HIDE:
+        if key in (HIDE, DATASET):  # read by hidden_from_query and dataset_from_query
             continue
         text = _last(raw)
         if key in SIDEBAR_KEYS:
@@ -183,6 +188,18 @@ def hidden_from_query(params: Mapping[str, str | list[str]]) -> tuple[frozenset[
     return frozenset(hidden), notes
 
 
+def dataset_from_query(params: Mapping[str, str | list[str]]) -> tuple[str | None, list[str]]:
+    """The dataset a link names for the sidebar (None when it names none), and a note when the
+    name is not one of the app's datasets."""
+    if DATASET not in params:
+        return None, []
+    name = _last(params[DATASET]).strip()
+    if name in DATASET_NAMES:
+        return name, []
+    return None, [f"{markdown_code(f'{DATASET}={name}')}: not a dataset of this app (one of "
+                  f"{', '.join(DATASET_NAMES)})"]
+
+
 def hide_names(hidden: Iterable[str]) -> list[str]:
     """The shortest `hide` list for a set of hidden controls (whole groups by their group name)."""
     hidden = set(hidden)
@@ -194,9 +211,20 @@ def hide_names(hidden: Iterable[str]) -> list[str]:
     return sorted([*names, *hidden])
 
 
-def link_params(config: RunConfig, hidden: Iterable[str] = ()) -> dict[str, str]:
-    """What the Train page writes into the URL: the settings and the classroom mode's `hide`."""
-    return config_to_query(config, hide_names(hidden))
+def link_params(config: RunConfig, hidden: Iterable[str] = (), dataset: str | None = None
+                ) -> dict[str, str]:
+    """What the Train page writes into the URL: the settings, the sidebar's `dataset` when it is
+    not the default, and the classroom link's `hide`."""
+    params = config_to_query(config, hide_names(hidden))
+    if dataset is not None and dataset != RunConfig().train.dataset:
+        params[DATASET] = dataset
+    return params
+
+
+def train_page_url(page_url: str | None) -> str | None:
+    """The Train page's address from another page's ("http://host:8501/classroom" ->
+    "http://host:8501/"): the Train page is the app's default page, at its root."""
+    return urljoin(page_url, ".") if page_url else page_url
 
 
 def should_apply(params: Mapping[str, Any], first_visit: bool) -> bool:

@@ -33,10 +33,12 @@ from dlcore.querystate import (
     QUERY_KEYS,
     config_from_query,
     config_to_query,
+    dataset_from_query,
     hidden_from_query,
     link_params,
     link_url,
     should_apply,
+    train_page_url,
 )
 from dlcore.stepthrough import Stepper, one_step, settings_text, step_table
 
@@ -178,6 +180,20 @@ def test_malformed_parameters_are_ignored_with_a_note_each():
     assert "not a number" in text and "out of range" in text
     assert config_from_query({"train.device": "cuda"})[1] == [
         "`train.device`: chosen in the sidebar, not by a link"]
+
+
+def test_a_link_names_the_dataset_for_the_sidebar():
+    assert dataset_from_query({"train.dataset": "fashion-mnist"}) == ("fashion-mnist", [])
+    assert dataset_from_query({}) == (None, [])
+    name, notes = dataset_from_query({"train.dataset": "svhn"})
+    assert name is None and notes[0].startswith("`train.dataset=svhn`: not a dataset")
+    assert config_from_query({"train.dataset": "digits"}) == (RunConfig(), [])  # no note twice
+    config = SEED.replace(**{"train.lr": 0.1})
+    assert link_params(config, (), "digits") == {"train.lr": "0.1", "train.dataset": "digits"}
+    assert link_params(config, (), "mnist") == {"train.lr": "0.1"}  # the default: left out
+    assert train_page_url("http://host:8501/classroom") == "http://host:8501/"
+    assert train_page_url("http://host/dl/classroom") == "http://host/dl/"
+    assert train_page_url(None) is None
 
 
 def test_repeated_and_odd_but_valid_values():

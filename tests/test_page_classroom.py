@@ -185,3 +185,29 @@ def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     assert any(e.value.startswith("Cannot start: This run would take") and "at most 2 s" in e.value
                for e in student.error)
     assert "job" not in student.session_state
+
+
+def test_the_teacher_makes_a_class_link_that_opens_with_its_settings_fixed(school):
+    teacher = school()
+    teacher.sidebar.selectbox(key="dataset").set_value("digits").run()
+    become_teacher(teacher)
+    teacher.switch_page("app_pages/train.py").run()
+    teacher.slider(key="train.epochs").set_value(4).run()
+    teacher.switch_page("app_pages/classroom.py").run()
+    teacher.multiselect(key="class.link_fixed").set_value(["model.kind", "train.epochs"]).run()
+    link = next(c.value for c in teacher.code if "hide=" in c.value)
+    query = link.split("?", 1)[1]
+    assert dict(p.split("=") for p in query.split("&")) == {
+        "train.epochs": "4", "train.dataset": "digits", "hide": "model.kind,train.epochs"}
+
+    student = AppTest.from_file(APP, default_timeout=180)
+    student.query_params.update(dict(p.split("=") for p in query.split("&")))
+    student.run()
+    assert not student.exception, student.exception
+    assert student.sidebar.selectbox(key="dataset").value == "digits"
+    assert student.radio(key="model.kind").disabled
+    epochs = student.slider(key="train.epochs")
+    assert epochs.disabled and epochs.value == 4
+    assert not student.select_slider(key="train.lr").disabled
+    student.switch_page("app_pages/classroom.py").run()
+    assert not any(m.key == "class.link_fixed" for m in student.multiselect)  # the teacher's only

@@ -112,24 +112,45 @@ def test_a_malformed_link_shows_a_note_and_uses_the_defaults(app):
     assert not [w for w in at.warning if "link" in w.value]  # the note goes once settings change
 
 
-def test_classroom_mode_hides_the_named_controls(app):
-    app.query_params.update({"hide": "train.epochs,model.n_hidden,train.lr", "train.epochs": "3",
-                             "model.n_hidden": "1", "model.width_0": "64"})
+def test_a_classroom_link_shows_its_named_controls_fixed(app):
+    app.query_params.update({"hide": "train.epochs,model.n_hidden,train.lr,model.kind",
+                             "train.epochs": "3", "model.n_hidden": "1", "model.width_0": "64"})
     at = app.run()
     assert not at.exception
-    assert any("Classroom mode" in i.value for i in at.info)
-    for kind, key in (("slider", "train.epochs"), ("slider", "model.n_hidden"),
-                      ("select_slider", "train.lr")):
-        assert key not in [w.key for w in at.get(kind)]
-    with pytest.raises(KeyError):
-        at.slider(key="train.epochs")
-    assert at.select_slider(key="model.width_0").value == 64  # not hidden: still there
+    assert any("greyed-out settings are fixed at the link's values" in i.value for i in at.info)
+    for widget in (at.slider(key="train.epochs"), at.slider(key="model.n_hidden"),
+                   at.select_slider(key="train.lr"), at.radio(key="model.kind")):
+        assert widget.disabled, widget.key
+        assert widget.help == "Fixed by the link this page was opened with."
+    assert at.slider(key="train.epochs").value == 3
+    assert not at.select_slider(key="model.width_0").disabled  # not named: still free
+    assert at.select_slider(key="model.width_0").value == 64
     config = at.session_state["config"]
     assert config.train.epochs == 3 and config.model.hidden == (64,) and config.train.lr == 1e-3
     at.switch_page("app_pages/lessons.py").run()
     at.switch_page("app_pages/train.py").run()
-    assert "train.epochs" not in [w.key for w in at.slider]
-    assert at.query_params["hide"] == "model.n_hidden,train.epochs,train.lr"
+    assert at.slider(key="train.epochs").disabled
+    assert at.query_params["hide"] == "model.kind,model.n_hidden,train.epochs,train.lr"
+
+
+def test_a_link_carries_the_dataset_to_the_sidebar(app):
+    app.query_params.update({"train.dataset": "digits", "train.epochs": "2"})
+    at = app.run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="dataset").value == "digits"
+    assert at.session_state["config"].train.dataset == "digits"
+    assert at.query_params["train.dataset"] == "digits"  # the page's own link keeps it
+    assert "train.dataset=digits" in at.code[0].value
+    assert not [w for w in at.warning if "link" in w.value]
+
+
+def test_a_link_naming_no_such_dataset_says_so(app):
+    app.query_params.update({"train.dataset": "svhn"})
+    at = app.run()
+    assert not at.exception
+    (note,) = [w.value for w in at.warning if "link" in w.value]
+    assert "train.dataset=svhn" in note and "not a dataset of this app" in note
+    assert at.sidebar.selectbox(key="dataset").value == "mnist"
 
 
 def test_the_lr_mistake_diverges_and_the_page_says_why(app):
