@@ -153,23 +153,70 @@ def overlay_section(selected: list[int], labels: dict[int, str]) -> None:
                     key="experiments.overlay")
 
 
+def scatter_dataset_picker(shown) -> tuple[str | None, bool]:
+    """The dataset the scatter shows, and whether the shown runs span several (then a "Dataset"
+    box picks it, the most recent run's dataset at first)."""
+    datasets, dataset = history.scatter_dataset(shown, S.get("experiments.scatter_dataset"))
+    several = len(datasets) > 1
+    if several:
+        if S.get("experiments.scatter_dataset") != dataset:
+            S["experiments.scatter_dataset"] = dataset
+        dataset = st.selectbox("Dataset", datasets, key="experiments.scatter_dataset", **KEEP)
+    return dataset, several
+
+
+def scatter_caption(dataset: str | None, several: bool, unused: int) -> str:
+    """What the scatter shows: which runs are points, which dataset, which runs are left out."""
+    on = f" on **{markdown_literal(dataset)}**" if dataset else ""
+    text = f"Every shown run{on} with a final test accuracy is a point; the selected runs are red."
+    if several:
+        text += " Accuracies on different datasets do not compare: pick the dataset above."
+    if unused:
+        runs = "1 run" if unused == 1 else f"{unused} runs"
+        text += (f" Left out: {runs} that did not use this setting (a CNN has no hidden layer "
+                 "widths, an MLP no conv channels).")
+    return text
+
+
 def scatter_section(shown, selected: list[int]) -> None:
     st.subheader("A setting against final test accuracy")
-    fields = history.scatter_fields(shown)
+    dataset, several = scatter_dataset_picker(shown)
+    runs = history.runs_on(shown, dataset)
+    fields = history.scatter_fields(runs)
     if not fields:
         st.caption("No run with a config to plot.")
         return
-    differing = history.differing_config_columns(shown)
+    differing = history.differing_config_columns(runs)
     default = next((f for f in (*differing, "train.lr") if f in fields), fields[0])
     if S.get("experiments.x") not in fields:
         S["experiments.x"] = default
-    st.selectbox("Setting on the x axis", fields, key="experiments.x", **KEEP)
-    data = history.scatter_data(shown, S["experiments.x"], selected)
+    st.selectbox("Setting on the x axis", fields, key="experiments.x",
+                 format_func=history.field_label, **KEEP)
+    data = history.scatter_data(runs, S["experiments.x"], selected)
     if data.frame.empty:
         st.caption("No shown run has a final test accuracy yet.")
-    st.plotly_chart(config_scatter_figure(data.frame, data.field, data.numeric, data.log_x),
-                    key="experiments.scatter")
-    st.caption("Every shown run with a final test accuracy is a point; the selected runs are red.")
+    st.plotly_chart(config_scatter_figure(data.frame, history.field_label(data.field), data.numeric,
+                                          data.log_x), key="experiments.scatter")
+    st.caption(scatter_caption(dataset, several, data.unused))
+
+
+def table_column_config(columns: list[str]) -> dict:
+    """The table's headers in words and widths that fit typical values; the frame keeps its
+    column names (the config keys), so selection and sorting work on them."""
+    text = st.column_config.TextColumn
+    config = {
+        "id": st.column_config.NumberColumn("run", format="#%d"),
+        "name": text("name", width="medium"),
+        "owner_name": text("by"),
+        "tags": text("tags", width="medium"),
+        "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
+        "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
+        "test_loss": st.column_config.NumberColumn("test loss", format="%.4f"),
+        "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
+    }
+    for c in columns:
+        config[c] = st.column_config.Column(history.field_label(c), width="medium")
+    return config
 
 
 def sync_run_inputs(run: dict) -> None:
@@ -291,22 +338,17 @@ with main:
     columns = history.table_config_columns(runs, shown, selected)
 
     busy = history.running_count(runs)
+    frame = history.table_frame(shown, columns)
     st.caption(f"{len(shown)} of {len(runs)} runs shown" + (f"; {busy} still training" if busy else "")
                + ", oldest first (click a column header to sort). Config columns: only the settings "
                + "that differ "
-               + ("among the selected runs." if len(selected) >= 2 else "among the shown runs."))
+               + ("among the selected runs" if len(selected) >= 2 else "among the shown runs")
+               + (f"; {history.NOT_APPLICABLE} where a run did not use the setting."
+                  if history.shows_unused(frame, columns) else "."))
     if shown.empty:
         st.info("No run matches the filter.")
-    st.dataframe(history.table_frame(shown, columns), hide_index=True, key="experiments.table",
-                 on_select="rerun", selection_mode="multi-row",
-                 column_config={
-                     "id": st.column_config.NumberColumn("run", format="#%d"),
-                     "owner_name": st.column_config.TextColumn("by"),
-                     "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
-                     "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
-                     "test_loss": st.column_config.NumberColumn("test loss", format="%.4f"),
-                     "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
-                 })
+    st.dataframe(frame, hide_index=True, key="experiments.table", on_select="rerun",
+                 selection_mode="multi-row", column_config=table_column_config(columns))
     st.multiselect("Compare (also selects runs, like ticking their rows)", list(labels),
                    key="experiments.compare", format_func=labels.get, placeholder="choose runs",
                    **KEEP)

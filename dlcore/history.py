@@ -12,12 +12,13 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from dlcore.config import setting_label
 from dlcore.store import RunStore, StoreError
 
 CONFIG_PREFIXES = ("model.", "train.")
@@ -26,6 +27,9 @@ OVERLAY_COLUMNS = ("run", "epoch", "test_acc", "test_loss", "val_acc", "val_loss
 TABLE_COLUMNS = ("id", "name", "owner_name", "tags", "dataset", "status", "test_acc", "test_loss",
                  "train_acc", "epochs", "params", "duration_s", "device", "created")
 SCATTER_EXTRA_FIELDS = ("params", "duration_s", "epochs")
+EXTRA_FIELD_LABELS = {"params": "Parameters", "duration_s": "Training time (s)",
+                      "epochs": "Epochs run"}
+NOT_APPLICABLE = "—"  # the table's cell for a setting the run did not use
 
 
 def _missing(value: Any) -> bool:
@@ -46,6 +50,72 @@ def _comparable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         value = value.item()
     return value
+
+
+def _is(row: Mapping[str, Any], key: str, *wanted: Any) -> bool:
+    """Whether the row's `key` is one of `wanted`; also when the row does not say (an older run):
+    a setting is taken as used unless the run shows it was not."""
+    value = row.get(key)
+    return _missing(value) or value in wanted
+
+
+def _has_hidden_layer(row: Mapping[str, Any]) -> bool:
+    """A CNN always has its dense head; an MLP without hidden layers is one linear layer, with no
+    activation, dropout or normalisation."""
+    if not _is(row, "model.kind", "mlp"):
+        return True
+    hidden = row.get("model.hidden")
+    return not isinstance(hidden, (tuple, list)) or len(hidden) > 0
+
+
+# The settings a run uses only in some configs: ModelSpec keeps the MLP and the CNN fields side by
+# side and `kind` picks (dlcore.models.build_model), SGD alone reads the momentum and early stopping
+# alone the patience and the validation split (dlcore.train); the Train page hides or disables
+# those controls alike. Every other setting is always used.
+USED_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "model.hidden": lambda row: _is(row, "model.kind", "mlp"),
+    "model.conv_channels": lambda row: _is(row, "model.kind", "cnn"),
+    "model.kernel_size": lambda row: _is(row, "model.kind", "cnn"),
+    "model.pool": lambda row: _is(row, "model.kind", "cnn"),
+    "model.dense": lambda row: _is(row, "model.kind", "cnn"),
+    "model.activation": _has_hidden_layer,
+    "model.dropout": _has_hidden_layer,
+    "model.norm": _has_hidden_layer,
+    "train.momentum": lambda row: _is(row, "train.optimizer", "sgd"),
+    "train.patience": lambda row: _is(row, "train.early_stopping", True),
+    "train.val_fraction": lambda row: _is(row, "train.early_stopping", True),
+}
+
+
+def setting_used(row: Mapping[str, Any], key: str) -> bool:
+    """Whether the run of `row` (a `list_runs` row) used setting `key`: a CNN has no hidden layer
+    widths, an MLP no conv channels, an Adam run no momentum. A stored value of an unused setting
+    is only the default it was never asked about: shown as not applicable, never compared."""
+    rule = USED_WHEN.get(key)
+    return rule is None or bool(rule(row))
+
+
+def used_mask(runs_df: pd.DataFrame, key: str) -> pd.Series:
+    """Per run (same index as `runs_df`): whether it used setting `key`."""
+    if key not in USED_WHEN:
+        return pd.Series(True, index=runs_df.index, dtype=bool)
+    return pd.Series([setting_used(row, key) for _, row in runs_df.iterrows()],
+                     index=runs_df.index, dtype=bool)
+
+
+def used_config(runs_df: pd.DataFrame) -> pd.DataFrame:
+    """`runs_df` with each unused setting's value blanked (None): what the runs really ran with."""
+    frame = runs_df.copy()
+    for c in config_columns(frame):
+        unused = ~used_mask(frame, c)
+        if unused.any():
+            frame[c] = frame[c].astype(object).where(~unused, None)
+    return frame
+
+
+def field_label(field: str) -> str:
+    """A scatter field or config column in words ("train.lr" -> "Learning rate")."""
+    return EXTRA_FIELD_LABELS.get(field) or setting_label(field)
 
 
 def format_value(value: Any) -> str:
@@ -70,11 +140,14 @@ def differing_config_columns(runs_df: pd.DataFrame, selected_ids: Iterable[int] 
     """Config columns whose values differ among the selected runs.
 
     With fewer than two selected runs (none, or one: nothing can differ), all runs of `runs_df`
-    are compared instead. Missing values count as a value of their own."""
+    are compared instead. Missing values count as a value of their own, and so does a setting a
+    run did not use (`setting_used`): the unused default a CNN stores for the hidden layer widths
+    differs from nothing, though an MLP's widths differ from a CNN's none."""
     chosen = runs_df[runs_df["id"].isin({int(i) for i in selected_ids})]
     rows = chosen if len(chosen) >= 2 else runs_df
     if len(rows) < 2:
         return []
+    rows = used_config(rows)
     return [c for c in config_columns(rows) if len({_comparable(v) for v in rows[c]}) > 1]
 
 
@@ -188,20 +261,32 @@ def pick_run(selected: Sequence[int], previous: Sequence[int], picked: int | Non
 
 def table_frame(runs_df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """What the table shows: the run columns with `columns` (config) right after the test
-    accuracy, written as text where they are not plain numbers (tuples, booleans, strings)."""
+    accuracy, written as text where they are not plain numbers (tuples, booleans, strings) or
+    where a run did not use the setting (`NOT_APPLICABLE` in its cell)."""
     base = [c for c in TABLE_COLUMNS if c in runs_df.columns]
     cut = base.index("test_acc") + 1 if "test_acc" in base else len(base)
     frame = runs_df[base[:cut]].copy()
     for c in columns:
-        values = runs_df[c]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        frame[c] = values if numeric else values.map(format_value)
+        frame[c] = _table_column(runs_df, c)
     for c in base[cut:]:
         frame[c] = runs_df[c]
     for c in ("name", "owner_name"):
         if c in frame:
             frame[c] = frame[c].map(format_value)
     return frame.reset_index(drop=True)
+
+
+def _table_column(runs_df: pd.DataFrame, column: str) -> pd.Series:
+    values, used = runs_df[column], used_mask(runs_df, column)
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and used.all():
+        return values
+    return values.map(format_value).where(used, NOT_APPLICABLE)
+
+
+def shows_unused(frame: pd.DataFrame, columns: Iterable[str]) -> bool:
+    """Whether any of the table's `columns` has a not-applicable cell."""
+    return any((frame[c].astype(object) == NOT_APPLICABLE).any() for c in columns if c in frame)
 
 
 def overlay_frame(store: RunStore, run_ids: Iterable[int]) -> pd.DataFrame:
@@ -224,8 +309,33 @@ def overlay_frame(store: RunStore, run_ids: Iterable[int]) -> pd.DataFrame:
 
 
 def scatter_fields(runs_df: pd.DataFrame) -> list[str]:
-    """Fields a scatter can put on its x axis: the config columns, then params, duration, epochs."""
-    return [*config_columns(runs_df), *(c for c in SCATTER_EXTRA_FIELDS if c in runs_df.columns)]
+    """Fields a scatter can put on its x axis: the config columns some run used, then params,
+    duration, epochs."""
+    used = [c for c in config_columns(runs_df) if used_mask(runs_df, c).any()]
+    return [*used, *(c for c in SCATTER_EXTRA_FIELDS if c in runs_df.columns)]
+
+
+def scatter_dataset(runs_df: pd.DataFrame, current: str | None = None
+                    ) -> tuple[list[str], str | None]:
+    """The datasets the scatter can show, sorted (those of the runs with a final test accuracy:
+    accuracies on different datasets do not compare, so it shows one at a time), and the one it
+    shows: `current` while it is offered, else the dataset of the most recent run that has one of
+    them; None when no run has a final test accuracy."""
+    if "dataset" not in runs_df or "test_acc" not in runs_df:
+        return [], None
+    scored = runs_df[runs_df["test_acc"].notna() & runs_df["dataset"].notna()]
+    choices = sorted({str(d) for d in scored["dataset"]})
+    if current in choices:
+        return choices, current
+    newest_first = runs_df.sort_values("id", ascending=False)["dataset"]
+    return choices, next((str(d) for d in newest_first if str(d) in choices), None)
+
+
+def runs_on(runs_df: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+    """The runs on `dataset`; all of them when it is None (no dataset to pick)."""
+    if dataset is None or "dataset" not in runs_df:
+        return runs_df
+    return runs_df[runs_df["dataset"].astype(str) == dataset]
 
 
 @dataclass(frozen=True)
@@ -234,13 +344,17 @@ class ScatterData:
     field: str
     numeric: bool
     log_x: bool
+    unused: int = 0  # runs with a final test accuracy left out: they did not use `field`
 
 
 def scatter_data(runs_df: pd.DataFrame, field: str, selected_ids: Iterable[int] = ()) -> ScatterData:
-    """`field` against final test accuracy for every run that has one; numeric fields stay numbers
-    (a log axis when all are positive and span two decades or more), others become categories."""
+    """`field` against final test accuracy for every run that has one and used the setting (a
+    CNN has no hidden layer widths to plot); numeric fields stay numbers (a log axis when all are
+    positive and span two decades or more), others become categories."""
     selected = {int(i) for i in selected_ids}
     rows = runs_df[runs_df["test_acc"].notna()] if "test_acc" in runs_df else runs_df.iloc[:0]
+    used = used_mask(rows, field)
+    unused, rows = int((~used).sum()), rows[used]
     values = rows[field] if field in rows.columns else pd.Series([None] * len(rows), index=rows.index)
     numeric = (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
                and values.notna().any())
@@ -256,7 +370,7 @@ def scatter_data(runs_df: pd.DataFrame, field: str, selected_ids: Iterable[int] 
     if numeric:
         present = frame["x"].dropna()
         log_x = bool(len(present) and (present > 0).all() and present.max() / present.min() >= 100)
-    return ScatterData(frame, field, bool(numeric), log_x)
+    return ScatterData(frame, field, bool(numeric), log_x, unused)
 
 
 def leaderboard(runs_df: pd.DataFrame) -> pd.DataFrame:

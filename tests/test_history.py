@@ -218,3 +218,104 @@ def test_the_picker_keeps_its_run_by_id() -> None:
     assert history.pick_run([1], [1, 3], 3, [1, 2]) == ([1], 1)  # deleted: the next one
     assert history.pick_run([], [3], 3, existing) == ([3], 3)
     assert history.pick_run([], [], None, existing) == ([], None)
+
+
+# ------------------------------------------------- settings a run did not use, one dataset a time
+
+CNN = RunConfig().replace(**{"model.kind": "cnn", "model.conv_channels": (8, 16)})
+
+
+def test_a_setting_the_model_kind_does_not_use_is_not_applicable(store):
+    mlp = record(store, RunConfig().replace(**{"model.hidden": (512, 256, 128)}), accs=(0.8,))
+    cnn = record(store, CNN, accs=(0.9,))  # keeps the MLP's default widths (512, 256), unused
+    cnn_b = record(store, CNN.replace(**{"model.hidden": (64,), "train.momentum": 0.5}),
+                   accs=(0.85,))  # differs from `cnn` only in settings it did not use
+    runs = store.list_runs()
+    row = runs.set_index("id").loc
+    assert not history.setting_used(row[cnn], "model.hidden")
+    assert history.setting_used(row[cnn], "model.conv_channels")
+    assert not history.setting_used(row[mlp], "model.dense")
+    assert not history.setting_used(row[mlp], "train.momentum")  # Adam has none
+    assert history.setting_used(row[mlp], "train.lr")
+
+    assert history.differing_config_columns(runs, [cnn, cnn_b]) == []
+    frame = history.table_frame(runs, ["model.hidden", "model.conv_channels", "model.dense"])
+    by_id = frame.set_index("id")
+    assert by_id.loc[mlp, "model.hidden"] == "512, 256, 128"
+    assert by_id.loc[cnn, "model.hidden"] == by_id.loc[cnn_b, "model.hidden"] == "—"
+    assert by_id.loc[mlp, "model.conv_channels"] == "—" and by_id.loc[cnn, "model.conv_channels"] == "8, 16"
+    assert list(by_id["model.dense"]) == ["128", "128", "—"]  # newest first, as `runs`
+    assert history.shows_unused(frame, ["model.hidden"])
+    assert not history.shows_unused(history.table_frame(runs, ["train.lr"]), ["train.lr"])
+
+    hidden = history.scatter_data(runs, "model.hidden")
+    assert list(hidden.frame["id"]) == [mlp] and hidden.unused == 2
+    channels = history.scatter_data(runs, "model.conv_channels")
+    assert sorted(channels.frame["id"]) == [cnn, cnn_b] and channels.unused == 1
+    dense = history.scatter_data(runs, "model.dense")
+    assert dense.numeric and list(dense.frame["x"]) == [128.0, 128.0]
+    assert "train.momentum" not in history.scatter_fields(runs)  # no run used SGD
+    assert "model.hidden" not in history.scatter_fields(runs[runs["id"] != mlp])
+
+
+def test_an_mlp_and_a_cnn_differ_in_the_settings_only_one_of_them_has(store):
+    mlp = record(store, RunConfig())
+    cnn = record(store, CNN)
+    runs = store.list_runs()
+    assert history.differing_config_columns(runs, [mlp, cnn]) == [
+        "model.kind", "model.hidden", "model.conv_channels", "model.kernel_size", "model.pool",
+        "model.dense"]
+    plain = record(store, RunConfig().replace(**{"model.hidden": (), "model.dropout": 0.5}))
+    runs = store.list_runs()
+    # without hidden layers the MLP has no activation, dropout or normalisation either
+    assert history.differing_config_columns(runs, [plain, mlp]) == [
+        "model.hidden", "model.activation", "model.dropout", "model.norm"]
+    assert history.table_frame(runs, ["model.dropout"]).set_index("id").loc[plain,
+                                                                            "model.dropout"] == "—"
+
+
+@pytest.mark.parametrize("base", [RunConfig().model, CNN.model,
+                                  RunConfig().replace(**{"model.hidden": ()}).model],
+                         ids=["mlp", "cnn", "mlp-without-hidden-layers"])
+def test_the_not_applicable_rule_is_how_the_network_is_built(base):
+    """A setting counts as unused exactly when changing it leaves the built network the same."""
+    import dataclasses
+
+    from dlcore.models import describe_layers
+
+    other = {"hidden": (64,), "conv_channels": (4,), "kernel_size": 5, "pool": False, "dense": 32,
+             "activation": "tanh", "dropout": 0.0, "norm": "batch"}
+    row = {f"model.{k}": v for k, v in dataclasses.asdict(base).items()}
+    row["model.hidden"], row["model.conv_channels"] = base.hidden, base.conv_channels
+    before = describe_layers(base, (1, 28, 28), 10)
+    for name, value in other.items():
+        after = describe_layers(dataclasses.replace(base, **{name: value}), (1, 28, 28), 10)
+        assert (after != before) == history.setting_used(row, f"model.{name}"), name
+
+
+def test_the_scatter_shows_one_dataset_at_a_time(store):
+    digits = record(store, RunConfig(), accs=(0.95,), dataset="digits")
+    mnist = record(store, RunConfig(), accs=(0.9,), dataset="mnist")
+    mnist_b = record(store, RunConfig().replace(**{"train.lr": 0.01}), accs=(0.8,), dataset="mnist")
+    runs = store.list_runs()
+    assert history.scatter_dataset(runs) == (["digits", "mnist"], "mnist")  # the newest run's
+    assert history.scatter_dataset(runs, "digits") == (["digits", "mnist"], "digits")
+    assert history.scatter_dataset(runs, "cifar10") == (["digits", "mnist"], "mnist")
+    assert sorted(history.runs_on(runs, "mnist")["id"]) == [mnist, mnist_b]
+    assert list(history.runs_on(runs, "digits")["id"]) == [digits]
+    assert len(history.runs_on(runs, None)) == 3
+    assert history.scatter_dataset(runs[runs["id"] == digits]) == (["digits"], "digits")
+    assert history.scatter_dataset(runs.iloc[:0]) == ([], None)
+
+    record(store, RunConfig(), accs=(0.5,), dataset="digits", status="running")
+    runs = store.list_runs()
+    assert history.scatter_dataset(runs) == (["digits", "mnist"], "digits")  # trained on just now
+    record(store, RunConfig(), accs=(0.5,), dataset="kmnist", status="running")
+    assert history.scatter_dataset(store.list_runs()) == (["digits", "mnist"], "digits")
+
+
+def test_fields_in_words():
+    assert history.field_label("train.lr") == "Learning rate"
+    assert history.field_label("model.hidden") == "Hidden layer widths"
+    assert history.field_label("params") == "Parameters"
+    assert history.field_label("duration_s") == "Training time (s)"

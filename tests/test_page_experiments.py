@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from dlcore.config import RunConfig
 from dlcore.store import RunStore
+from dlcore.text import markdown_literal
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "app_pages/experiments.py"
@@ -367,3 +368,86 @@ def test_coming_back_to_the_page_shows_the_picked_runs_name_and_tags(three_runs)
     assert at.selectbox(key="experiments.target").value == 3
     assert at.text_input(key="experiments.name").value == "run 3"
     assert at.text_input(key="experiments.tags").value == "tag3"
+
+
+# ------------------------------------------- headers in words, unused settings, one dataset a time
+
+@pytest.fixture
+def mixed_runs(tmp_path, monkeypatch):
+    """An MLP on digits, then a CNN and an MLP on the MNIST sample, straight into the store."""
+    store = RunStore(tmp_path)
+    cnn = RunConfig().replace(**{"model.kind": "cnn", "model.conv_channels": (8, 16)})
+    ids = {}
+    for name, config, dataset, acc in (
+            ("mlp digits", RunConfig().replace(**{"model.hidden": (512, 256, 128)}), "digits", 0.95),
+            ("cnn sample", cnn, "mnist-sample", 0.9),
+            ("mlp sample", RunConfig().replace(**{"train.lr": 0.01}), "mnist-sample", 0.8)):
+        ids[name] = store.start_run(config.to_dict(), dataset=dataset, device="cpu", name=name)
+        store.add_epoch(ids[name], {"epoch": 1, "test_acc": acc, "test_loss": 1.0})
+        store.finish_run(ids[name], "finished", metrics={"test_acc": acc, "test_loss": 1.0})
+    at = start_app(monkeypatch, tmp_path)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at, ids
+
+
+def scatter_points(at: AppTest) -> list[str]:
+    """The scatter's points, by their runs' labels."""
+    return sorted(t for trace in chart_data(at, "experiments.scatter") for t in trace["text"])
+
+
+def test_table_headers_and_scatter_axis_are_in_words(mixed_runs):
+    from dlcore.config import setting_label
+
+    at, _ = mixed_runs
+    frame = table(at)
+    config = [c for c in frame.columns if c.startswith(("model.", "train."))]
+    assert {"model.hidden", "model.conv_channels", "train.lr"} <= set(config)  # keys stay keys
+    shown = json.loads(by_key(at, "dataframe", "experiments.table").proto.columns)
+    for column in config:
+        assert shown[column]["label"] == setting_label(column) != column
+        assert shown[column]["width"] == "medium"
+    assert shown["model.hidden"]["label"] == "Hidden layer widths"
+    assert shown["name"]["width"] == "medium"
+
+    x = at.selectbox(key="experiments.x")
+    assert "Learning rate" in x.options and "train.lr" not in x.options
+    x.set_value("train.lr").run()
+    layout = json.loads(by_key(at, "plotly_chart", "experiments.scatter").proto.spec)["layout"]
+    assert layout["xaxis"]["title"]["text"] == "Learning rate"
+    assert not at.exception
+
+
+def test_a_cnn_shows_no_hidden_layer_widths(mixed_runs):
+    at, ids = mixed_runs
+    frame = table(at).set_index("id")
+    assert frame.loc[ids["cnn sample"], "model.hidden"] == "—"
+    assert frame.loc[ids["mlp digits"], "model.hidden"] == "512, 256, 128"
+    assert frame.loc[ids["mlp sample"], "model.conv_channels"] == "—"
+    assert frame.loc[ids["cnn sample"], "model.conv_channels"] == "8, 16"
+    assert any("— where a run did not use the setting" in c.value for c in at.caption)
+
+    at.selectbox(key="experiments.x").set_value("model.hidden").run()
+    assert scatter_points(at) == [f"#{ids['mlp sample']} mlp sample"]  # not the CNN
+    assert any("Left out: 1 run that did not use this setting" in c.value for c in at.caption)
+    assert not at.exception
+
+
+def test_the_scatter_shows_one_dataset_at_a_time(mixed_runs):
+    at, ids = mixed_runs
+    box = at.selectbox(key="experiments.scatter_dataset")
+    assert box.options == ["digits", "mnist-sample"] and box.value == "mnist-sample"  # newest run's
+    assert scatter_points(at) == [f"#{ids['cnn sample']} cnn sample",
+                                  f"#{ids['mlp sample']} mlp sample"]
+    assert any(f"on **{markdown_literal('mnist-sample')}**" in c.value and "do not compare" in c.value
+               for c in at.caption)
+    box.set_value("digits").run()
+    assert scatter_points(at) == [f"#{ids['mlp digits']} mlp digits"]
+    at.switch_page("app_pages/train.py").run()
+    at.switch_page(PAGE).run()
+    assert at.selectbox(key="experiments.scatter_dataset").value == "digits"  # kept
+
+    at.text_input(key="experiments.filter").set_value("sample").run()  # one dataset shown
+    assert not [s for s in at.selectbox if s.key == "experiments.scatter_dataset"]
+    assert len(scatter_points(at)) == 2
+    assert not at.exception
