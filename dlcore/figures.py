@@ -9,19 +9,51 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dlcore import numbers
 from dlcore.text import plotly_literal
 
+# Fewer readings than this are drawn with markers too: one or two points as a line show nothing.
+FEW_POINTS = 30
+# A finite blow-up this many times the first loss gets a log y axis, so the rest is not flattened.
+LOG_AXIS_FACTOR = 100.0
+DIVERGED_STYLE = dict(color="#d62728", symbol="x", size=16, line=dict(width=1, color="#7f0000"))
 
-def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch: int | None = None
-                      ) -> go.Figure:
-    """The smoothed training loss against the step, growing live."""
+
+def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch: int | None = None,
+                      diverged: tuple[int, float] | None = None) -> go.Figure:
+    """The smoothed training loss against the step, growing live; with markers while there are
+    few points. `diverged` (step, raw loss) marks where the run blew up with a red X and a note
+    ("diverged at step 2: loss 306 million"); a loss of inf or nan sits at the top of the axis."""
     points = np.asarray(batch_losses, dtype=np.float64).reshape(-1, 2)  # arrays validate fast
-    fig = go.Figure(go.Scatter(x=points[:, 0], y=points[:, 1], mode="lines",
+    mode = "lines+markers" if len(points) < FEW_POINTS else "lines"
+    fig = go.Figure(go.Scatter(x=points[:, 0], y=points[:, 1], mode=mode,
                                name="smoothed batch loss"))
     fig.update_layout(title="Training loss (smoothed, per step)", xaxis_title="step",
                       yaxis_title="loss", height=300, margin=dict(t=40, b=30, l=40, r=10),
-                      uirevision="batch-loss")
+                      uirevision="batch-loss", showlegend=False)
+    if diverged is not None:
+        _mark_blow_up(fig, points[:, 1], int(diverged[0]), float(diverged[1]))
     return fig
+
+
+def _mark_blow_up(fig: go.Figure, losses: np.ndarray, step: int, loss: float) -> None:
+    """The red X where the loss blew up and its note; the y axis made to show both it and the rest."""
+    note = f"diverged at step {step:,}: loss {numbers.loss(loss)}"
+    if math.isfinite(loss):
+        log = len(losses) > 0 and losses[0] > 0 and loss > LOG_AXIS_FACTOR * losses[0]
+        y, note_y = loss, (math.log10(loss) if log else loss)  # annotations on a log axis: log10
+        if log:
+            fig.update_yaxes(type="log")
+    else:  # nothing to plot at inf or nan: the X goes at the top of the axis, the note says why
+        low = float(losses.min()) if len(losses) else 0.0
+        high = float(losses.max()) if len(losses) else 1.0
+        y = note_y = high + max(0.25 * (high - low), 0.1 * abs(high), 0.1)
+        fig.update_yaxes(range=[min(low, 0.0), y])
+    fig.add_trace(go.Scatter(x=[step], y=[y], mode="markers", name="blew up", cliponaxis=False,
+                             marker=DIVERGED_STYLE, hovertemplate=f"{note}<extra></extra>"))
+    fig.add_annotation(x=step, y=note_y, xref="x", yref="y", text=note, showarrow=True,
+                       arrowcolor=DIVERGED_STYLE["color"], ax=-40, ay=30, xanchor="right",
+                       font=dict(size=13, color=DIVERGED_STYLE["color"]))
 
 
 # One colour and one dash per split, on every curve figure: train, validation, evaluation (test).
@@ -144,12 +176,19 @@ RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", 
               "#7f7f7f", "#bcbd22", "#17becf")
 
 
+OVERLAY_SPACING = 0.15  # of the figure's width, between the two panels
+
+
 def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure:
-    """Several runs' curves on one figure: accuracy per epoch (left) and loss per epoch (right),
-    one trace per run and panel, named by the run's label (shown as typed: plotly_literal).
-    `overlay` has columns run, epoch and <split>_acc / <split>_loss (dlcore.history.overlay_frame)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{split} accuracy per epoch",
-                                                        f"{split} loss per epoch"))
+    """Several runs' curves on one figure: accuracy per epoch (left, shown in %) and loss per epoch
+    (right), one trace per run and panel, named by the run's label (shown as typed: plotly_literal).
+    `overlay` has columns run, epoch and <split>_acc / <split>_loss (dlcore.history.overlay_frame);
+    the accuracies stay fractions 0..1, their axis and hover written in percent. The panel titles
+    are short and dark (PANEL_TITLE), the panels far enough apart that they never touch."""
+    shown = SPLIT_STYLE[split][2] if split in SPLIT_STYLE else split
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=OVERLAY_SPACING,
+                        subplot_titles=(f"{shown} accuracy", f"{shown} loss"))
+    fig.update_annotations(**PANEL_TITLE)
     for i, (run_id, label) in enumerate(labels.items()):
         rows = overlay[overlay["run"] == run_id]
         color = RUN_COLORS[i % len(RUN_COLORS)]
@@ -161,9 +200,9 @@ def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure
                                      meta=[int(run_id), metric]),
                           row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(title_text="loss", row=1, col=2)
-    fig.update_layout(height=360, margin=dict(t=40, b=30, l=50, r=10), uirevision="overlay")
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", hoverformat=".2%", row=1, col=1)
+    fig.update_yaxes(title_text="loss", hoverformat=".4f", row=1, col=2)
+    fig.update_layout(height=360, margin=dict(t=50, b=30, l=50, r=10), uirevision="overlay")
     return fig
 
 
@@ -192,14 +231,27 @@ def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False)
     return fig
 
 
+# One colour per model on every figure that compares them (dlcore.comparison's series names):
+# blue and orange, told apart by colour-blind viewers and on a washed-out projector alike.
+MODEL_COLORS = {"network": "#1f77b4", "random forest": "#ff7f0e"}
+
+
+def model_color(name: str) -> str | None:
+    """The colour of the model a series is named after; None (plotly's default) for any other."""
+    return MODEL_COLORS.get(name)
+
+
 def grouped_bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str = "",
-                       yaxis_title: str = "", yaxis_range: Sequence[float] | None = None
-                       ) -> go.Figure:
-    """Bars side by side per category, one colour per series (e.g. per-class accuracy of two models)."""
-    fig = go.Figure([go.Bar(x=list(categories), y=list(values), name=name)
+                       yaxis_title: str = "", yaxis_range: Sequence[float] | None = None,
+                       xaxis_title: str = "") -> go.Figure:
+    """Bars side by side per category, one colour per series (e.g. per-class accuracy of two
+    models, each in its MODEL_COLORS colour)."""
+    fig = go.Figure([go.Bar(x=list(categories), y=list(values), name=name,
+                            marker_color=model_color(name))
                      for name, values in series.items()])
     fig.update_layout(title=title, barmode="group", height=340, yaxis_title=yaxis_title,
-                      margin=dict(t=40, b=30, l=40, r=10), legend=dict(orientation="h", y=-0.15))
+                      xaxis_title=xaxis_title, margin=dict(t=40, b=30, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.3 if xaxis_title else -0.15))
     if yaxis_range is not None:
         fig.update_yaxes(range=list(yaxis_range))
     fig.update_xaxes(type="category")
@@ -218,8 +270,11 @@ def ranked_bar_figure(names: Sequence[str], values: Sequence[float], title: str 
 
 def log_x_lines_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str = "",
                        xaxis_title: str = "", yaxis_title: str = "") -> go.Figure:
-    """Lines with markers against a log-scale x (e.g. test accuracy against training-set size)."""
-    fig = go.Figure([go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name)
+    """Lines with markers against a log-scale x (e.g. test accuracy against training-set size),
+    a model's series in its MODEL_COLORS colour."""
+    fig = go.Figure([go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name,
+                                line=dict(color=model_color(name)),
+                                marker=dict(color=model_color(name)))
                      for name, values in series.items()])
     fig.update_layout(title=title, height=360, xaxis_title=xaxis_title, yaxis_title=yaxis_title,
                       margin=dict(t=40, b=40, l=50, r=10))

@@ -45,7 +45,8 @@ class EpochMetrics:
 class BatchProgress:
     """A live reading during an epoch; `loss` is smoothed over recent steps, and `points` holds
     every (step, smoothed loss) reading since the previous event, so a live curve can be the same
-    curve as the finished run's `batch_losses`."""
+    curve as the finished run's `batch_losses`. The last event of a run that blew up carries
+    `diverged`: (the step, its raw loss, which may be inf or nan), as its result does."""
 
     epoch: int
     epochs: int
@@ -56,6 +57,7 @@ class BatchProgress:
     samples_per_s: float
     eta_s: float
     points: tuple[tuple[int, float], ...] = ()
+    diverged: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,19 @@ class TrainResult:
     test_pred: np.ndarray | None = None
     test_prob: np.ndarray | None = None
     diverged_step: int | None = None
+    diverged_loss: float | None = None  # the raw loss at `diverged_step` (inf, nan or huge)
     best_epoch: int | None = None
     message: str = ""
     seconds: float = 0.0
     cuda_graph: bool = False
+
+    @property
+    def divergence(self) -> tuple[int, float] | None:
+        """(step, raw loss) where the run blew up; None when it did not. `batch_losses` ends at
+        the step before: its smoothed curve cannot hold a loss of inf or nan."""
+        if self.diverged_step is None or self.diverged_loss is None:
+            return None
+        return self.diverged_step, self.diverged_loss
 
     @property
     def final(self) -> EpochMetrics | None:
@@ -171,17 +182,16 @@ def train(
             if loss_limit is None and len(losses):
                 loss_limit = DIVERGE_FACTOR * max(float(losses[0]), math.log(dataset.num_classes))
             bad = np.flatnonzero(~np.isfinite(losses) | (losses > (loss_limit or math.inf)))
-            if bad.size:
-                result.status = "diverged"
-                result.diverged_step = global_step - len(losses) + int(bad[0]) + 1
-                value = losses[bad[0]]
-                result.message = DIVERGED_MESSAGE.format(value=value, step=result.diverged_step)
-                break
-            for loss in losses:
+            good = losses[:bad[0]] if bad.size else losses
+            for loss in good:
                 smoothed = float(loss) if smoothed is None else 0.95 * smoothed + 0.05 * float(loss)
-            result.batch_losses.append((global_step, smoothed))
+            last_good = global_step - len(losses) + len(good)
+            if len(good):
+                result.batch_losses.append((last_good, smoothed))
+            if bad.size:
+                _mark_diverged(result, last_good + 1, float(losses[bad[0]]))
             now = time.perf_counter()
-            if now - last_emit >= 0.2 or i == steps_per_epoch - 1:
+            if bad.size or now - last_emit >= 0.2 or i == steps_per_epoch - 1:
                 last_emit = now
                 elapsed = now - epoch_start
                 done = (i + 1) * batch
@@ -189,8 +199,13 @@ def train(
                 left = (steps_per_epoch - i - 1 + (cfg.epochs - epoch) * steps_per_epoch) * batch
                 points = tuple(result.batch_losses[emitted:])
                 emitted = len(result.batch_losses)
+                reading = smoothed if smoothed is not None else result.diverged_loss
+                eta = left / rate if rate else 0.0
                 emit(BatchProgress(epoch, cfg.epochs, global_step, i + 1, steps_per_epoch,
-                                   smoothed, rate, left / rate if rate else 0.0, points))
+                                   math.nan if reading is None else reading, rate, eta, points,
+                                   result.divergence))
+            if bad.size:
+                break
         if result.status != "finished":
             break
 
@@ -227,6 +242,13 @@ def train(
     result.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _mark_diverged(result: TrainResult, step: int, loss: float) -> None:
+    """Record that the loss blew up at `step` (the raw `loss`, which may be inf or nan)."""
+    result.status = "diverged"
+    result.diverged_step, result.diverged_loss = step, loss
+    result.message = DIVERGED_MESSAGE.format(value=loss, step=step)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,

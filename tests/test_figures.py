@@ -1,10 +1,22 @@
-"""Figure specs: what a learner reads off the per-epoch curves (titles, units, colours, marks)."""
+"""Figure specs: what a learner reads off the curves and charts (titles, units, colours, marks)."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from dlcore.figures import SPLIT_STYLE, epoch_curves_figure
+import numpy as np
+import pandas as pd
+
+from dlcore.figures import (
+    MODEL_COLORS,
+    PANEL_TITLE,
+    SPLIT_STYLE,
+    batch_loss_figure,
+    epoch_curves_figure,
+    grouped_bar_figure,
+    log_x_lines_figure,
+    runs_overlay_figure,
+)
 
 HISTORY = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.8 + 0.05 * e, "val_loss": 1.2 / e,
             "val_acc": 0.78 + 0.05 * e, "test_loss": 1.1 / e, "test_acc": 0.79 + 0.05 * e}
@@ -47,6 +59,86 @@ def test_before_any_epoch_the_axes_cover_the_run_and_say_so() -> None:
     assert list(fig.layout.yaxis.range) == [0, 1] and list(fig.layout.yaxis2.range) == [0, 100]
     assert epoch_curves_figure(HISTORY).layout.yaxis.range is None  # with points: fitted to them
     assert any(a.text == "no epoch has finished yet" for a in fig.layout.annotations)
+
+
+# ------------------------------------------------------------------------- the loss of a run that blew up
+
+def _blow_up(fig):
+    """The trace that marks the blow-up (a red X) and the note beside it."""
+    marks = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "x"]
+    notes = [a for a in fig.layout.annotations if a.text.startswith("diverged at step")]
+    assert len(marks) == 1 and len(notes) == 1
+    return marks[0], notes[0]
+
+
+def test_a_diverged_run_shows_its_one_point_and_the_marked_blow_up() -> None:
+    fig = batch_loss_figure([(1, 2.3)], diverged=(2, 306e6))
+    curve = fig.data[0]
+    assert list(curve.x) == [1] and "markers" in curve.mode  # one point as a line draws nothing
+    mark, note = _blow_up(fig)
+    assert (list(mark.x), list(mark.y)) == ([2], [306e6]) and mark.marker.color == "#d62728"
+    assert note.text == "diverged at step 2: loss 306 million"
+    assert fig.layout.yaxis.type == "log"  # or the point before would lie flat on the axis
+    assert note.y == math.log10(306e6)  # an annotation on a log axis is placed by its log10
+
+
+def test_a_loss_that_is_not_a_number_is_marked_at_the_top_of_the_axis() -> None:
+    for value, words in ((math.nan, "not a number"), (math.inf, "infinite")):
+        fig = batch_loss_figure([(1, 2.3), (2, 2.4)], diverged=(3, value))
+        mark, note = _blow_up(fig)
+        low, high = fig.layout.yaxis.range
+        assert list(mark.y) == [high] and mark.cliponaxis is False and low <= 2.3 < 2.4 < high
+        assert note.text == f"diverged at step 3: loss {words}"
+        assert fig.layout.yaxis.type != "log"
+    fig = batch_loss_figure([], diverged=(1, math.nan))  # it blew up on the first step
+    mark, _ = _blow_up(fig)
+    assert list(mark.x) == [1] and list(mark.y) == [fig.layout.yaxis.range[1]]
+
+
+def test_a_long_healthy_run_is_a_plain_line() -> None:
+    fig = batch_loss_figure([(s, 2.3 / s) for s in range(1, 201)])
+    assert [t.mode for t in fig.data] == ["lines"]
+    assert not fig.layout.annotations and fig.layout.yaxis.type is None
+
+
+# ------------------------------------------------------------------------- the network against the forest
+
+def test_the_network_and_the_forest_have_one_distinct_colour_on_every_figure() -> None:
+    from dlcore.comparison import FOREST, NETWORK
+
+    assert set(MODEL_COLORS) == {NETWORK, FOREST}
+    assert MODEL_COLORS[NETWORK] != MODEL_COLORS[FOREST]
+    series = {NETWORK: [0.9, 0.8], FOREST: [0.7, 0.6], "other": [0.5, 0.4]}
+    bars = grouped_bar_figure(["0", "1"], series, "Per-class test accuracy", "accuracy", (0, 1))
+    lines = log_x_lines_figure([100, 1000], series, "Test accuracy against training-set size",
+                               "training images (log scale)", "test accuracy")
+    for name in (NETWORK, FOREST):
+        bar = next(t for t in bars.data if t.name == name)
+        line = next(t for t in lines.data if t.name == name)
+        assert bar.marker.color == line.line.color == line.marker.color == MODEL_COLORS[name]
+    assert next(t for t in bars.data if t.name == "other").marker.color is None  # plotly's own
+    assert bars.layout.yaxis.title.text == "accuracy"
+    assert lines.layout.yaxis.title.text == "test accuracy"
+    assert lines.layout.xaxis.title.text == "training images (log scale)"
+
+
+# ------------------------------------------------------------------------- runs overlaid
+
+def test_the_overlays_panel_titles_are_readable_apart_and_accuracy_is_in_percent() -> None:
+    overlay = pd.DataFrame({"run": [7, 7], "epoch": [1, 2], "test_acc": [0.5, 0.6],
+                            "test_loss": [1.2, 0.9]})
+    fig = runs_overlay_figure(overlay, {7: "#7 first"})
+    titles = sorted(fig.layout.annotations, key=lambda a: a.x)
+    assert [a.text for a in titles] == ["test accuracy", "test loss"]
+    for title in titles:
+        assert title.font.size >= 14 and title.font.color == PANEL_TITLE["font"]["color"]
+    # on a narrow page (360 px between the margins) the two titles do not reach each other
+    width, char = 360, 0.6 * titles[0].font.size
+    reach = (len(titles[0].text) + len(titles[1].text)) / 2 * char
+    assert (titles[1].x - titles[0].x) * width > reach + 20
+    accuracy = next(t for t in fig.data if t.meta[1] == "acc")
+    assert list(accuracy.y) == [0.5, 0.6] and fig.layout.yaxis.tickformat == ".0%"  # shown as %
+    assert fig.layout.yaxis.title.text == "accuracy" and fig.layout.yaxis2.title.text == "loss"
 
 
 def _view(first_layer, hidden=(32,)):

@@ -149,6 +149,34 @@ def test_the_live_curve_is_the_finished_runs_curve(digits: Dataset, manager_of) 
         assert set(p for p in final.batch_losses if p[0] <= last_step) <= set(points)
 
 
+def test_a_diverged_jobs_snapshot_carries_its_blow_up(digits: Dataset, manager_of) -> None:
+    job = manager_of(1).submit(TrainingJob(config(**{"train.lr": 10.0, "train.epochs": 5,
+                                                     "model.hidden": (512, 256)}), digits))
+    live = []
+    while not job.wait(0.01):
+        live.append(job.snapshot())
+    snap = job.snapshot()
+    assert snap.state == "diverged" and snap.result is not None, snap.message
+    assert snap.diverged is not None and snap.diverged == snap.result.divergence
+    step = snap.diverged[0]
+    assert snap.batch_losses and [s for s, _ in snap.batch_losses] == list(range(1, step))
+    for seen in live:  # while it ran: never the blow-up as a point of the curve
+        assert all(s < step for s, _ in seen.batch_losses)
+        assert seen.diverged in (None, snap.diverged)
+
+
+def test_the_live_event_of_a_blow_up_reaches_the_snapshot_before_the_result(digits: Dataset) -> None:
+    job = TrainingJob(config(), digits)
+    job._apply(BatchProgress(1, 2, 1, 1, 56, 2.3, 100.0, 1.0, ((1, 2.3),)))
+    assert job.snapshot().diverged is None
+    before = job.snapshot().version
+    job._apply(BatchProgress(1, 2, 2, 2, 56, 2.3, 100.0, 1.0, (), (2, float("nan"))))
+    snap = job.snapshot()
+    assert snap.result is None and snap.version > before
+    assert snap.batch_losses == ((1, 2.3),)  # the blow-up is marked, not drawn as a point
+    assert snap.diverged[0] == 2 and snap.diverged[1] != snap.diverged[1]  # nan
+
+
 def test_a_second_job_waits_in_the_queue_until_the_first_ends(digits: Dataset, jobs_to_stop,
                                                               manager_of) -> None:
     manager = manager_of(1)

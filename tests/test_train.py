@@ -222,6 +222,41 @@ def test_lr_10_is_reported_as_diverged(digits: Dataset, optimizer: str) -> None:
     assert result.test_pred is None
 
 
+def test_an_lr_10_run_records_the_losses_up_to_its_blow_up_and_the_blow_up(digits: Dataset) -> None:
+    events: list = []
+    config = small(**{"train.lr": 10.0, "train.epochs": 5, "model.hidden": (512, 256)})
+    result = train(config, digits, on_event=events.append)
+    assert result.status == "diverged"
+    step, loss = result.divergence
+    assert (step, loss) == (result.diverged_step, result.diverged_loss)
+    first = result.batch_losses[0][1]
+    assert not math.isfinite(loss) or loss > train_module.DIVERGE_FACTOR * first
+    # the curve: every step before the blow-up (the CPU reads each one), and not the blow-up itself
+    assert [s for s, _ in result.batch_losses] == list(range(1, step))
+    assert all(math.isfinite(v) for _, v in result.batch_losses)
+    # the last live event says so too, carrying the points no earlier event carried
+    last = [e for e in events if isinstance(e, BatchProgress)][-1]
+    assert last.diverged == (step, loss)
+    carried = [p for e in events if isinstance(e, BatchProgress) for p in e.points]
+    assert carried == result.batch_losses
+
+
+def test_reading_back_rarely_keeps_the_losses_before_the_blow_up(digits: Dataset) -> None:
+    """On a GPU the losses come back 50 steps at a time: those before the blow-up are kept."""
+    config = small(**{"train.lr": 10.0, "train.epochs": 5, "model.hidden": (512, 256)})
+    every, rarely = train(config, digits, sync_every=1), train(config, digits, sync_every=10)
+    assert rarely.status == "diverged" and rarely.divergence[0] == every.divergence[0]
+    assert rarely.batch_losses and rarely.batch_losses[-1] == every.batch_losses[-1]
+
+
+def test_the_events_carry_exactly_the_finished_runs_curve(digits: Dataset) -> None:
+    """What a page draws live (the events' points) is the result's curve, point for point."""
+    events: list = []
+    result = train(small(), digits, on_event=events.append)
+    carried = [p for e in events if isinstance(e, BatchProgress) for p in e.points]
+    assert result.status == "finished" and carried == result.batch_losses
+
+
 def test_a_sane_learning_rate_does_not_diverge(digits: Dataset) -> None:
     result = train(small(**{"train.optimizer": "sgd", "train.lr": 0.1, "train.epochs": 3}), digits)
     assert result.status == "finished" and result.diverged_step is None and result.message == ""

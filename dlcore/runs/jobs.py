@@ -46,7 +46,9 @@ class JobRefused(Exception):
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent copy of a job's state for drawing. `version` changes whenever anything in it
-    does, so a page can skip rebuilding what it drew last time."""
+    does, so a page can skip rebuilding what it drew last time. `diverged` is (step, raw loss)
+    where the run blew up, from its last live event and then its result: the loss curve
+    (`batch_losses`) stops at the step before, so a figure marks the blow-up from this."""
 
     state: str  # queued | running | finished | stopped | diverged | failed
     config: RunConfig
@@ -63,6 +65,7 @@ class JobSnapshot:
     owner: str = ""
     owner_name: str = ""
     version: int = 0
+    diverged: tuple[int, float] | None = None
 
     @property
     def active(self) -> bool:
@@ -80,6 +83,7 @@ class _JobState:
     first_layer: np.ndarray | None = None
     place: str = ""
     version: int = 0
+    diverged: tuple[int, float] | None = None
 
 
 _job_ids = itertools.count(1)
@@ -122,7 +126,8 @@ class TrainingJob:
             s = self._state
             return JobSnapshot(s.state, self.config, position, s.progress, tuple(s.history),
                                self._curve.points(), s.message, s.run_id, s.result, s.first_layer,
-                               wait_s, s.place, self.owner, self.owner_name, s.version)
+                               wait_s, s.place, self.owner, self.owner_name, s.version,
+                               s.diverged)
 
     def stop(self) -> None:
         """Ask the run to end after the current step (or leave the queue, if still waiting)."""
@@ -161,7 +166,8 @@ class TrainingJob:
             if isinstance(event, BatchProgress):
                 self._state.progress = event
                 self.progressed.set()
-                self._curve.extend(event.points or ((event.step, event.loss),))
+                self._curve.extend(_curve_points(event))
+                self._state.diverged = event.diverged or self._state.diverged
             elif isinstance(event, EpochEnd):
                 self._state.history.append(event.metrics)
                 self._state.first_layer = event.first_layer
@@ -200,7 +206,8 @@ class TrainingJob:
             with self._lock:
                 self._curve = LossCurve(result.batch_losses)
             self._set(state=result.status, result=result, run_id=self.recorder.run_id,
-                      message=result.message, history=list(result.history))
+                      message=result.message, history=list(result.history),
+                      diverged=result.divergence)
         except RunFailed as exc:
             self._fail(str(exc))
         except Exception as exc:  # shown on the page; the job must not die silently
@@ -219,6 +226,14 @@ class TrainingJob:
             self.recorder.fail(message)
         finally:
             self._set(state="failed", message=message)
+
+
+def _curve_points(event: BatchProgress) -> tuple[tuple[int, float], ...]:
+    """The loss-curve points an event adds: those it carries, else its own reading, but never the
+    reading of the event that reports a blow-up (that loss is marked, not drawn as a point)."""
+    if event.points or event.diverged is not None:
+        return event.points
+    return ((event.step, event.loss),)
 
 
 def expected_wait(slot_free_s: list[float | None], ahead_s: list[float | None], slots: int
