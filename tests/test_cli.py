@@ -17,6 +17,7 @@ from dlcore.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+SEEDS = (1, 2, 3)
 EPOCH_LINE = re.compile(r"^Epoch 1: Train Acc: \d+\.\d\d%, Test Acc: \d+\.\d\d%$", re.M)
 
 
@@ -262,15 +263,22 @@ def test_bench_prints_the_speedup_last(tmp_path: Path) -> None:
                     and not (MNIST_DIR / "train-images-idx3-ubyte").exists(),
                     reason=f"real MNIST not at {MNIST_DIR}")
 def test_seed_preset_reaches_98_percent_on_real_mnist_in_10_epochs(tmp_path: Path) -> None:
-    run = dlcore(tmp_path, "train", "--preset", "seed", "--data-dir", str(MNIST_DIR), "--epochs", "10",
-                 "--json", "--no-record", threads=None, timeout=1800)
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
-    seconds = [round(m["seconds"], 2) for m in out["history"]]
-    accuracy = [round(100 * m["test_acc"], 2) for m in out["history"]]
-    print(f"\nper-epoch seconds: {seconds}\ntest accuracy %: {accuracy}")
-    assert out["dataset"] == "mnist" and len(out["history"]) == 10
-    # "About 98%": one seed lands within about 0.2 points of it, machine to machine (DESIGN.md).
-    # Measured with torch 2.14.1 on the 2-core machine: 97.84% (the same before and after the
-    # runners landed); 98.17% in an earlier session.
-    assert out["test_acc"] >= 0.978
+    """The lesson's "about 98%" as the mean of three seeds: one seed's result moves by about 0.2
+    points between machines of the same kind (seed 42: 97.84% here, 98.17% in an earlier session;
+    seeds 1, 2, 3 gave 98.21, 98.21, 97.91 on another machine)."""
+    finals = []
+    for seed in SEEDS:
+        run = dlcore(tmp_path, "train", "--preset", "seed", "--data-dir", str(MNIST_DIR),
+                     "--epochs", "10", "--seed", str(seed), "--json", "--no-record", threads=None,
+                     timeout=1800)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["dataset"] == "mnist" and len(out["history"]) == 10
+        accuracy = [round(100 * m["test_acc"], 2) for m in out["history"]]
+        seconds = [round(m["seconds"], 2) for m in out["history"]]
+        print(f"\nseed {seed}: test accuracy % {accuracy}; per-epoch seconds {seconds}")
+        finals.append(out["test_acc"])
+    mean = sum(finals) / len(finals)
+    print(f"mean of seeds {SEEDS}: {100 * mean:.2f}%")
+    assert mean >= 0.979  # about 98%
+    assert min(finals) >= 0.975  # and no seed far from it
