@@ -28,14 +28,20 @@ LIST_WIDGETS: dict[str, tuple[str, ...]] = {
 
 
 def subset_options(num_train: int) -> tuple[int, ...]:
-    """The "Training images" choices for a dataset of `num_train` images: 0 (all of them) and the
-    sizes smaller than it (a size it cannot fill would train on all and say otherwise)."""
-    return tuple(o for o in SUBSET_OPTIONS if o == 0 or o < num_train)
+    """The "Training images" choices for a dataset of `num_train` images: the sizes smaller than it
+    (a size it cannot fill would train on all and say otherwise), then 0, all of them, the largest
+    choice and so the slider's right end."""
+    return (*(o for o in SUBSET_OPTIONS if 0 < o < num_train), 0)
 
 
 def with_value(options: tuple, value: Any) -> list:
-    """`options` with `value` added in order, so a preset's or link's odd value still shows."""
-    return sorted(set(options) | {value}) if value not in options else list(options)
+    """`options` with `value` added in order, so a preset's or link's odd value still shows (a
+    trailing 0, "all", stays last)."""
+    if value in options:
+        return list(options)
+    if options and options[-1] == 0:
+        return [*sorted({*options[:-1], value}), 0]
+    return sorted(set(options) | {value})
 
 
 def widget_values(config: RunConfig) -> dict[str, Any]:

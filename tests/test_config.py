@@ -198,3 +198,11 @@ def test_devices_auto_is_the_best_present_and_an_absent_one_is_refused() -> None
             with pytest.raises(ConfigError, match="train.device") as caught:
                 resolve_device(name)
             assert "available: " in str(caught.value)
+
+
+def test_all_training_images_is_the_subset_sliders_right_end() -> None:
+    from dlcore.formstate import subset_options, with_value
+    assert subset_options(10_000) == (100, 300, 1000, 3000, 0)
+    assert subset_options(60_000)[-2:] == (30_000, 0)
+    assert with_value(subset_options(10_000), 500) == [100, 300, 500, 1000, 3000, 0]
+    assert with_value((0, 1e-4, 1e-3), 5e-4) == [0, 1e-4, 5e-4, 1e-3]  # a leading 0 stays first
