@@ -106,7 +106,8 @@ def comparison_section(view, forest) -> None:
     per_class = cmp.per_class_table(view, forest)
     st.plotly_chart(grouped_bar_figure(classes, {cmp.NETWORK: per_class[cmp.NETWORK],
                                                  cmp.FOREST: per_class[cmp.FOREST]},
-                                       "Per-class test accuracy", "accuracy", (0, 1)),
+                                       "Per-class test accuracy", "test accuracy", (0, 1),
+                                       xaxis_title="class"),
                     key="baseline.per_class")
 
     diff = cmp.confusion_difference(view.dataset.test_y.numpy(), view.test_pred,

@@ -339,7 +339,7 @@ def live_panel() -> None:
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
         st.plotly_chart(cached_figure("_loss_figure", (job.id, snap.version),
-                                      lambda: batch_loss_figure(snap.batch_losses)),
+                                      lambda: batch_loss_figure(snap.batch_losses, diverged=snap.diverged)),
                         key="curve_batch")
         st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history), snap.result is None),
                                       lambda: epoch_curves_figure(
