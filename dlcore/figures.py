@@ -206,6 +206,18 @@ def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure
     return fig
 
 
+def accuracy_axis(values: Sequence[float]) -> dict:
+    """A y axis for accuracies (0..1, shown in %): around the values with a little room, never
+    below 0% or above 100% (plotly's own range put one run's point between 50% and 150%)."""
+    present = np.asarray([v for v in values if v == v], dtype=np.float64)
+    if not present.size:
+        return dict(range=[0, 1], tickformat=".0%")
+    lo, hi = float(present.min()), float(present.max())
+    pad = max(0.01, 0.1 * (hi - lo))
+    low, high = max(0.0, lo - pad), min(1.0, hi + pad)
+    return dict(range=[low, high], tickformat=".0%" if high - low > 0.05 else ".1%")
+
+
 def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False) -> go.Figure:
     """One point per run: `field` (x) against final test accuracy (y); selected runs highlighted.
     `frame` has columns label, x, test_acc, selected (dlcore.history.scatter_data); the labels and
@@ -226,7 +238,7 @@ def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False)
     fig.update_xaxes(title_text=shown_field, type="log" if log_x else ("linear" if numeric else "category"))
     if not numeric:
         fig.update_xaxes(categoryorder="category ascending")
-    fig.update_yaxes(title_text="final test accuracy", tickformat=".0%")
+    fig.update_yaxes(title_text="final test accuracy", **accuracy_axis(frame["test_acc"]))
     fig.update_layout(height=360, margin=dict(t=30, b=40, l=50, r=10), uirevision=f"scatter-{field}")
     return fig
 

@@ -24,12 +24,15 @@ from dlcore.store import RunStore, StoreError
 CONFIG_PREFIXES = ("model.", "train.")
 OVERLAY_COLUMNS = ("run", "epoch", "test_acc", "test_loss", "val_acc", "val_loss", "train_acc",
                    "train_loss")
-TABLE_COLUMNS = ("id", "name", "owner_name", "tags", "dataset", "status", "test_acc", "test_loss",
+# What a learner compares first comes first (the table is wider than the page): the run, its
+# status, dataset and accuracy, then its differing settings (table_frame), then who and the rest.
+TABLE_COLUMNS = ("id", "name", "status", "dataset", "test_acc", "owner_name", "tags", "test_loss",
                  "train_acc", "epochs", "params", "duration_s", "device", "created")
 SCATTER_EXTRA_FIELDS = ("params", "duration_s", "epochs")
 EXTRA_FIELD_LABELS = {"params": "Parameters", "duration_s": "Training time (s)",
                       "epochs": "Epochs run"}
 NOT_APPLICABLE = "—"  # the table's cell for a setting the run did not use
+LOG_SCALE_FIELDS = ("train.lr",)  # set on a log scale on the Train page: plotted on one too
 
 
 def _missing(value: Any) -> bool:
@@ -350,7 +353,8 @@ class ScatterData:
 def scatter_data(runs_df: pd.DataFrame, field: str, selected_ids: Iterable[int] = ()) -> ScatterData:
     """`field` against final test accuracy for every run that has one and used the setting (a
     CNN has no hidden layer widths to plot); numeric fields stay numbers (a log axis when all are
-    positive and span two decades or more), others become categories."""
+    positive and span two decades or more, or the field is in LOG_SCALE_FIELDS), others become
+    categories."""
     selected = {int(i) for i in selected_ids}
     rows = runs_df[runs_df["test_acc"].notna()] if "test_acc" in runs_df else runs_df.iloc[:0]
     used = used_mask(rows, field)
@@ -369,7 +373,8 @@ def scatter_data(runs_df: pd.DataFrame, field: str, selected_ids: Iterable[int] 
     log_x = False
     if numeric:
         present = frame["x"].dropna()
-        log_x = bool(len(present) and (present > 0).all() and present.max() / present.min() >= 100)
+        log_x = bool(len(present) and (present > 0).all()
+                     and (field in LOG_SCALE_FIELDS or present.max() / present.min() >= 100))
     return ScatterData(frame, field, bool(numeric), log_x, unused)
 
 

@@ -168,6 +168,23 @@ def test_scatter_data_numeric_log_and_categorical(store):
     assert "train.lr" in history.scatter_fields(runs) and "params" in history.scatter_fields(runs)
 
 
+def test_one_runs_scatter_has_a_log_learning_rate_and_an_accuracy_axis_within_0_to_100(store):
+    record(store, RunConfig(), accs=(0.906,))
+    runs = store.list_runs()
+    data = history.scatter_data(runs, "train.lr")
+    assert data.log_x  # the Train page's learning rate is on a log scale: so is its axis
+    fig = config_scatter_figure(data.frame, "Learning rate", data.numeric, data.log_x)
+    low, high = fig.layout.yaxis.range
+    assert 0 <= low < 0.906 < high <= 1 and fig.layout.xaxis.type == "log"
+    assert not history.scatter_data(runs, "train.epochs").log_x
+
+
+def test_the_table_leads_with_status_dataset_and_accuracy(store):
+    record(store, RunConfig())
+    frame = history.table_frame(store.list_runs(), ["train.lr"])
+    assert list(frame.columns[:6]) == ["id", "name", "status", "dataset", "test_acc", "train.lr"]
+
+
 def test_leaderboard_best_per_dataset(store):
     record(store, RunConfig(), accs=(0.7,), name="ok")
     best = record(store, RunConfig(), accs=(0.9,), name="best")
