@@ -200,9 +200,12 @@ def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure
                                      meta=[int(run_id), metric]),
                           row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", hoverformat=".2%", row=1, col=1)
+    shown_acc = overlay[overlay["run"].isin(list(labels))][f"{split}_acc"] if len(overlay) else []
+    fig.update_yaxes(title_text="accuracy", hoverformat=".2%", row=1, col=1,
+                     **accuracy_axis(shown_acc))
     fig.update_yaxes(title_text="loss", hoverformat=".4f", row=1, col=2)
-    fig.update_layout(height=360, margin=dict(t=50, b=30, l=50, r=10), uirevision="overlay")
+    fig.update_layout(height=400, margin=dict(t=50, b=70, l=50, r=10), uirevision="overlay",
+                      legend=dict(orientation="h", y=-0.25))  # beside the panels it squeezed them
     return fig
 
 
@@ -236,6 +239,8 @@ def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False)
             name=name, marker=marker, text=[plotly_literal(t) for t in rows["label"]],
             hovertemplate=f"%{{text}}<br>{shown_field}: %{{x}}<br>test accuracy: %{{y:.2%}}<extra></extra>"))
     fig.update_xaxes(title_text=shown_field, type="log" if log_x else ("linear" if numeric else "category"))
+    if log_x:  # one label a decade, written 0.001 (plotly's own: "100µ", then "2" and "5")
+        fig.update_xaxes(dtick=1, exponentformat="none")
     if not numeric:
         fig.update_xaxes(categoryorder="category ascending")
     fig.update_yaxes(title_text="final test accuracy", **accuracy_axis(frame["test_acc"]))

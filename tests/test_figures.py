@@ -139,6 +139,25 @@ def test_the_overlays_panel_titles_are_readable_apart_and_accuracy_is_in_percent
     accuracy = next(t for t in fig.data if t.meta[1] == "acc")
     assert list(accuracy.y) == [0.5, 0.6] and fig.layout.yaxis.tickformat == ".0%"  # shown as %
     assert fig.layout.yaxis.title.text == "accuracy" and fig.layout.yaxis2.title.text == "loss"
+    assert fig.layout.legend.orientation == "h"  # below: a legend beside the panels squeezed them
+
+
+def test_close_accuracies_get_ticks_that_differ_within_0_to_100_percent() -> None:
+    # Seen on screen: one run at 89.8% then 90.6% had ticks "90% 90% 90% 90% 91%".
+    overlay = pd.DataFrame({"run": [1, 1], "epoch": [1, 2], "test_acc": [0.898, 0.906],
+                            "test_loss": [0.36, 0.32]})
+    axis = runs_overlay_figure(overlay, {1: "#1"}).layout.yaxis
+    assert axis.tickformat == ".1%" and 0 <= axis.range[0] < 0.898 and 0.906 < axis.range[1] <= 1
+    near_one = runs_overlay_figure(overlay.assign(test_acc=[0.995, 1.0]), {1: "#1"}).layout.yaxis
+    assert near_one.range[1] == 1.0
+
+
+def test_a_log_axis_labels_each_decade_as_a_plain_number() -> None:
+    from dlcore.figures import config_scatter_figure
+    frame = pd.DataFrame({"label": ["a", "b"], "x": [1e-4, 1e-2], "test_acc": [0.9, 0.95],
+                          "selected": [False, True]})
+    axis = config_scatter_figure(frame, "Learning rate", True, True).layout.xaxis
+    assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "none"
 
 
 def _view(first_layer, hidden=(32,)):
