@@ -330,6 +330,22 @@ def redraw_mode(snap: JobSnapshot | None) -> str | None:
     return snap.state
 
 
+def draw_curves(job_id: int, snap: JobSnapshot) -> None:
+    st.plotly_chart(cached_figure("_loss_figure", (job_id, snap.version),
+                                  lambda: batch_loss_figure(snap.batch_losses, diverged=snap.diverged)),
+                    key="curve_batch")
+    if snap.result is not None and not snap.history:
+        st.caption(f"The run ended ({snap.state}) before its first epoch did, so there are no "
+                   "per-epoch curves.")
+        return
+    st.plotly_chart(cached_figure("_epoch_figure", (job_id, len(snap.history), snap.result is None),
+                                  lambda: epoch_curves_figure(
+                                      [m.as_dict() for m in snap.history],
+                                      snap.result.best_epoch if snap.result else None,
+                                      snap.config.train.epochs)),
+                    key="curve_epochs")
+
+
 def live_panel() -> None:
     job = common.current_job()
     if job is None:
@@ -338,15 +354,7 @@ def live_panel() -> None:
     snap = job.snapshot()
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
-        st.plotly_chart(cached_figure("_loss_figure", (job.id, snap.version),
-                                      lambda: batch_loss_figure(snap.batch_losses, diverged=snap.diverged)),
-                        key="curve_batch")
-        st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history), snap.result is None),
-                                      lambda: epoch_curves_figure(
-                                          [m.as_dict() for m in snap.history],
-                                          snap.result.best_epoch if snap.result else None,
-                                          snap.config.train.epochs)),
-                        key="curve_epochs")
+        draw_curves(job.id, snap)
     if S.get("_redraw_mode") != redraw_mode(snap):
         S["_redraw_mode"] = redraw_mode(snap)
         st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import APP
+from apphelpers import APP, chart_keys, chart_spec
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
@@ -168,6 +168,11 @@ def test_the_lr_mistake_diverges_and_the_page_says_why(app):
     assert job.snapshot().state == "diverged"
     errors = [e.value for e in at.error]
     assert any("Diverged" in e and "learning rate is too high" in e for e in errors), errors
+    spec = chart_spec(at, "curve_batch")  # the loss up to and including the blow-up, marked
+    assert any(a["text"].startswith("diverged at step") for a in spec["layout"]["annotations"])
+    assert any(t.get("marker", {}).get("symbol") == "x" for t in spec["data"])
+    assert "curve_epochs" not in chart_keys(at)  # no empty per-epoch panels: a caption says why
+    assert any("before its first epoch did" in c.value for c in at.caption)
     at.switch_page("app_pages/lessons.py").run()
     assert not at.exception
     tables = [d.value for d in at.dataframe if "which" in d.value.columns]
