@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_pages import common  # noqa: E402
-from dlcore.data import DATASETS, choice_label, download_dataset  # noqa: E402
-from dlcore.dataset import DatasetError  # noqa: E402
-from dlcore.devices import available_devices, describe_device  # noqa: E402
-from dlcore.querystate import dataset_from_query  # noqa: E402
-from dlcore.text import markdown_literal  # noqa: E402
+from app_pages import common
+from dlcore.data import DATASETS, choice_label, download_dataset
+from dlcore.dataset import DatasetError
+from dlcore.devices import available_devices, describe_device
+from dlcore.querystate import dataset_from_query
+from dlcore.text import markdown_literal
 
 st.set_page_config(page_title="DL Lab", page_icon=":material/psychology:", layout="wide")
 

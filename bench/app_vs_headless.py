@@ -1,6 +1,6 @@
 """How much longer an epoch takes in the app's background job than headless, in one run.
 
-    python bench/app_vs_headless.py [--data-dir ../shared/data/mnist] [--epochs 3] [--device auto]
+    python -m bench.app_vs_headless [--data-dir ../shared/data/mnist] [--epochs 3] [--device auto]
 
 Headless: `dlcore.train.train` called directly. App: the same config as a job of the app's runner
 (DLLAB_RUNNER, default a worker process), while this process does what the Train page's fragment
@@ -15,17 +15,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dlcore.bench import lesson_loop  # noqa: E402
-from dlcore.config import PRESETS  # noqa: E402
-from dlcore.data import load_dataset, load_with_fallback  # noqa: E402
-from dlcore.devices import resolve_device  # noqa: E402
-from dlcore.figures import batch_loss_figure, epoch_curves_figure  # noqa: E402
-from dlcore.runs.jobs import REDRAW_SECONDS, JobManager, TrainingJob  # noqa: E402
-from dlcore.train import train  # noqa: E402
+from dlcore.bench import lesson_loop
+from dlcore.config import PRESETS
+from dlcore.data import load_dataset, load_with_fallback
+from dlcore.devices import resolve_device
+from dlcore.figures import batch_loss_figure, epoch_curves_figure
+from dlcore.runs.jobs import REDRAW_SECONDS, JobManager, TrainingJob
+from dlcore.train import train
 
 
 def headless_epochs(config, dataset) -> list[float]:

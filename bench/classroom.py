@@ -1,6 +1,6 @@
 """A class on one server: N browser sessions press Train at once; how long until all have finished?
 
-    python bench/classroom.py --students 8 --epochs 3 [--subset 0] [--runner process] [--max-jobs 1]
+    python -m bench.classroom --students 8 --epochs 3 [--subset 0] [--runner process] [--max-jobs 1]
                               [--timeout 300] [--gc on|off] [--env K=V] [--wait-quiet 600]
                               [--screenshots DIR] [--app-dir DIR]
 
@@ -45,9 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.browserclass import (  # noqa: E402
+from bench.browserclass import (
     LINK_HOLDS_JS,
     ROOT,
     Browser,
@@ -72,7 +70,6 @@ SLIDER = ("Dropout", "model.dropout")
 HEADLESS = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
-sys.path.insert(0, args["app_dir"])
 from dlcore.config import PRESETS
 from dlcore.data import load_with_fallback
 from dlcore.train import train

@@ -1,6 +1,6 @@
 """Several jobs at once through the process runner against one job alone, in one run.
 
-    python bench/concurrent_jobs.py [--jobs 4] [--epochs 2] [--device auto] [--data-dir DIR]
+    python -m bench.concurrent_jobs [--jobs 4] [--epochs 2] [--device auto] [--data-dir DIR]
 
 Starts one warm pool of `--jobs` workers, trains the seed MLP once alone, then `--jobs` copies at
 once, and prints each one's median epoch seconds, the slowdown of a job among others against the
@@ -14,14 +14,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dlcore.config import PRESETS  # noqa: E402
-from dlcore.data import load_dataset, load_with_fallback  # noqa: E402
-from dlcore.runs.jobs import JobManager, TrainingJob  # noqa: E402
-from dlcore.runs.process_runner import ProcessRunner  # noqa: E402
+from dlcore.config import PRESETS
+from dlcore.data import load_dataset, load_with_fallback
+from dlcore.runs.jobs import JobManager, TrainingJob
+from dlcore.runs.process_runner import ProcessRunner
 
 
 def run_at_once(manager: JobManager, config, dataset, count: int, data_dir: str | None

@@ -5,7 +5,7 @@
 set -uo pipefail
 data=.gpu-data/mnist; dd=""; [[ -f $data/train-images-idx3-ubyte.gz ]] && dd="--data-dir $data"
 echo "== 4 jobs at once on one GPU (process runner) vs one alone"
-timeout 120 python3 bench/concurrent_jobs.py --jobs 4 --epochs 2 --device cuda $dd
+timeout 120 python3 -m bench.concurrent_jobs --jobs 4 --epochs 2 --device cuda $dd
 echo "== the CUDA-graph step inside a worker process"
 timeout 60 python3 - <<'PY'
 from dlcore.config import PRESETS

@@ -1,6 +1,6 @@
 """Does the server's memory stay flat over many runs and fragment reruns (with runner.postScriptGC off)?
 
-    python bench/server_memory.py [--runs 20] [--measure-at 5] [--epochs 50] [--subset 100]
+    python -m bench.server_memory [--runs 20] [--measure-at 5] [--epochs 50] [--subset 100]
                                   [--min-reruns 100] [--gc on|off] [--runner R] [--app-dir DIR]
 
 Issue 9's check: with Streamlit's per-run `gc.collect(2)` off, the server's RSS after 100 fragment
@@ -28,9 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.browserclass import (  # noqa: E402
+from bench.browserclass import (
     MB,
     ROOT,
     Browser,

@@ -1,6 +1,6 @@
 """Build dlcore/samples/mnist_sample.npz: a stratified 10,000 train / 2,000 test sample of MNIST.
 
-    python scripts/build_mnist_sample.py [--source ../shared/data/mnist] [--out PATH]
+    python -m scripts.build_mnist_sample [--source ../shared/data/mnist] [--out PATH]
 
 The source folder holds the four IDX files (plain or .gz). Each split is sampled separately with
 class proportions kept (scikit-learn's stratified split, random_state 0) and original order. The
@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from dlcore.data import DATASETS, SAMPLE_PATH, _read_mnist_like
 
-from dlcore.data import DATASETS, SAMPLE_PATH, _read_mnist_like  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def stratified(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
