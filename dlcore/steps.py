@@ -57,13 +57,22 @@ class EagerStep:
         self.correct.zero_()
         self.count.zero_()
 
-    def _body(self, idx: torch.Tensor) -> torch.Tensor:
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images at `idx` as the network sees them (normalised, and augmented when the config
+        says so: this draws random numbers) and their labels."""
         x = self.train_x.index_select(0, idx).float() * self.scale - self.shift
         if self.augment:
             x = augment_batch(x)
-        y = self.train_y.index_select(0, idx)
+        return x, self.train_y.index_select(0, idx)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean loss the step minimises: cross-entropy, with the config's label smoothing."""
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def _body(self, idx: torch.Tensor) -> torch.Tensor:
+        x, y = self.inputs(idx)
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = self.loss(logits, y)
         loss.backward()
         self.optimizer.step()
         loss = loss.detach()

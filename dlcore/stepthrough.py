@@ -1,28 +1,28 @@
 """The training loop one step at a time, on one small batch, for a learner to watch.
 
-Each step is what `dlcore.train` does to every batch: forward pass, loss, backward pass, update, with
-the same model (`build_model`, seeded the same way), the same optimiser and the same input scaling.
-The report says the loss on the batch before and after the update (same batch, same dropout mask),
-how large each layer's gradient was and how far its weights moved. It runs on the CPU: one batch.
-`step_table` and `settings_text` write a report and its settings for a page, numbers by the one rule
-of `dlcore.numbers` and settings by their labels.
+Each step is the step `dlcore.train` runs on every batch, called here: `dlcore.train.training_step`
+builds it as `train` does (the same optimiser, input scaling, augmentation and label smoothing) on a
+model built and seeded as `train` builds its own. Around that step this module reads what a learner
+sees: the loss on the batch before and after the update (same batch, same augmentation and dropout
+mask), how large each layer's gradient was and how far its weights moved. It runs on the CPU (one
+batch), where the step is the eager one. `step_table` and `settings_text` write a report and its
+settings for a page, numbers by the one rule of `dlcore.numbers` and settings by their labels.
 """
-
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dlcore import numbers
 from dlcore.config import RunConfig, setting_label
 from dlcore.dataset import Dataset
 from dlcore.models import build_model
-from dlcore.train import DIVERGE_FACTOR, _optimizer, input_normaliser
+from dlcore.train import DIVERGE_FACTOR, training_step
+
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ def _shape(layer: nn.Module) -> str:
 
 
 class Stepper:
-    """A fresh model, its optimiser and one fixed batch; `step()` trains on that batch once more."""
+    """A fresh model, `dlcore.train`'s step for it and one fixed batch; `step()` trains on that batch
+    once more."""
 
     def __init__(self, config: RunConfig, dataset: Dataset, batch_size: int = 32,
                  seed: int | None = None) -> None:
@@ -90,46 +91,46 @@ class Stepper:
         torch.manual_seed(config.train.seed)  # the same initial weights as dlcore.train's run
         self.model = build_model(config.model, dataset.shape, dataset.num_classes)
         self.model.train()
-        self.optimizer = _optimizer(self.model, config.train, capturable=False)
-        scale, shift = input_normaliser(dataset, config.train.normalize)
+        self.step_fn = training_step(self.model, config.train, dataset, dataset.train_x,
+                                     dataset.train_y, CPU, sync_every=1, use_cuda_graph=False)
         n = len(dataset.train_y)
         batch = max(2, min(batch_size, n))  # BatchNorm needs two images to train on
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:batch]
-        self.x = dataset.train_x[order].float() * scale - shift
-        self.y = dataset.train_y[order]
+        self.batch_index = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:batch]
         self.steps = 0
         self.num_classes = dataset.num_classes
         self.loss_limit = math.inf  # set by the first step, as dlcore.train sets its own
         self.layers = [(f"{i}: {type(m).__name__}", m) for i, m in enumerate(self.model)
                        if any(True for _ in m.parameters())]
+        self._grads: dict[str, list[torch.Tensor]] = {}
+        # The gradients as the update receives them: read between the backward pass and the update.
+        self.step_fn.optimizer.register_step_pre_hook(self._keep_gradients)
 
     def matches(self, config: RunConfig, dataset_name: str) -> bool:
         return config == self.config and dataset_name == self.dataset_name
 
-    def _forward(self) -> tuple[torch.Tensor, float]:
-        logits = self.model(self.x)
-        loss = F.cross_entropy(logits, self.y, label_smoothing=self.config.train.label_smoothing)
-        acc = float((logits.detach().argmax(1) == self.y).float().mean())
-        return loss, acc
+    def _keep_gradients(self, *_) -> None:
+        self._grads = {name: [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                              for p in m.parameters()] for name, m in self.layers}
 
     def step(self) -> StepReport:
+        """One step of `dlcore.train` on the batch, and what it did."""
         self.steps += 1
         before = {name: [p.detach().clone() for p in m.parameters()] for name, m in self.layers}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + self.steps)  # this step's dropout mask
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, acc_before = self._forward()  # forward pass and loss
-            loss.backward()  # backward pass: every parameter's gradient
-            grads = {name: [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-                            for p in m.parameters()] for name, m in self.layers}
-            self.optimizer.step()  # the update
+            torch.manual_seed(self.seed + self.steps)  # this step's augmentation and dropout mask
+            self.step_fn.start_epoch()  # the totals count this step alone
+            self.step_fn(self.batch_index)  # forward pass, loss, backward pass, update
+        loss_before = float(self.step_fn.read_losses()[0])
+        acc_before = self.step_fn.epoch_totals()[1]
         buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(self.seed + self.steps)  # the same mask: only the weights changed
-            loss_after, acc_after = self._forward()
+            torch.manual_seed(self.seed + self.steps)  # the same batch and mask: only weights changed
+            x, y = self.step_fn.inputs(self.batch_index)
+            logits = self.model(x)
+            loss_after = float(self.step_fn.loss(logits, y))
+            acc_after = float((logits.argmax(1) == y).float().mean())
         for key, value in self.model.named_buffers():  # BatchNorm's statistics: count one pass
             value.copy_(buffers[key])
-        loss_before = float(loss.detach())
         if self.steps == 1 and math.isfinite(loss_before):
             self.loss_limit = DIVERGE_FACTOR * max(loss_before, math.log(self.num_classes))
         rows = []
@@ -137,17 +138,11 @@ class Stepper:
             after = [p.detach() for p in module.parameters()]
             rows.append(LayerStep(
                 name=name, shape=_shape(module), weight_norm=_norm(before[name]),
-                grad_norm=_norm(grads[name]),
+                grad_norm=_norm(self._grads[name]),
                 update_norm=_norm([a - b for a, b in zip(after, before[name], strict=True)])))
-        return StepReport(self.steps, len(self.y), self.config.train.optimizer,
-                          self.config.train.lr, loss_before, float(loss_after),
+        return StepReport(self.steps, len(self.batch_index), self.config.train.optimizer,
+                          self.config.train.lr, loss_before, loss_after,
                           acc_before, acc_after, tuple(rows), self.loss_limit)
-
-
-def one_step(config: RunConfig, dataset: Dataset, batch_size: int = 32,
-             seed: int | None = None) -> StepReport:
-    """The first training step of `config` on one batch of `batch_size` images drawn with `seed`."""
-    return Stepper(config, dataset, batch_size, seed).step()
 
 
 def step_table(report: StepReport) -> pd.DataFrame:

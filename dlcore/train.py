@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcore.config import RunConfig
+from dlcore.config import RunConfig, TrainConfig
 from dlcore.dataset import Dataset, split_train
 from dlcore.devices import resolve_device
 from dlcore.models import build_model, count_params, first_weight_layer
-from dlcore.steps import make_step
+from dlcore.steps import EagerStep, make_step
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,9 @@ def train(
     val_x = dataset.train_x[split.val].to(device)
     val_y = dataset.train_y[split.val].to(device)
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    scale, shift = _normaliser(dataset, cfg.normalize, device)
-
-    optimizer = _optimizer(model, cfg, capturable=device.type == "cuda", device_type=device.type)
-    step_fn = make_step(model, optimizer, train_x, train_y, scale, shift, cfg, device,
-                        sync_every=sync_every, use_cuda_graph=use_cuda_graph)
+    step_fn = training_step(model, cfg, dataset, train_x, train_y, device,
+                            sync_every=sync_every, use_cuda_graph=use_cuda_graph)
+    scale, shift = step_fn.scale, step_fn.shift
     result.cuda_graph = step_fn.uses_graph
 
     batch = min(cfg.batch_size, len(train_y))
@@ -242,6 +240,19 @@ def train(
     result.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result.seconds = time.perf_counter() - started
     return result
+
+
+def training_step(model: nn.Module, cfg: TrainConfig, dataset: Dataset, train_x: torch.Tensor,
+                  train_y: torch.Tensor, device: torch.device, *, sync_every: int,
+                  use_cuda_graph: bool = True) -> EagerStep:
+    """The one training step `train` runs, built as it builds it: `cfg`'s optimiser (weight decay,
+    momentum; fused on the CPU, capturable on CUDA) over `model`'s parameters, `dataset`'s input
+    normalisation, augmentation and label smoothing, on the uint8 images `train_x` (on `device`).
+    A CUDA graph where capture works, else eager. The step-through view calls this same step."""
+    scale, shift = _normaliser(dataset, cfg.normalize, device)
+    optimizer = _optimizer(model, cfg, capturable=device.type == "cuda", device_type=device.type)
+    return make_step(model, optimizer, train_x, train_y, scale, shift, cfg, device,
+                     sync_every=sync_every, use_cuda_graph=use_cuda_graph)
 
 
 def _mark_diverged(result: TrainResult, step: int, loss: float) -> None:

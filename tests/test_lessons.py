@@ -40,7 +40,7 @@ from dlcore.querystate import (
     should_apply,
     train_page_url,
 )
-from dlcore.stepthrough import Stepper, one_step, settings_text, step_table
+from dlcore.stepthrough import Stepper, settings_text, step_table
 
 SEED = PRESETS["seed"]
 
@@ -240,14 +240,14 @@ def sgd(lr: float, **changes) -> RunConfig:
 
 
 def test_one_step_lowers_the_loss_on_its_batch(sample):
-    report = one_step(sgd(0.05), sample, batch_size=32, seed=1)
+    report = Stepper(sgd(0.05), sample, batch_size=32, seed=1).step()  # the first step
     assert report.step == 1 and report.batch_size == 32
     assert report.loss_after < report.loss_before
     assert [r.name for r in report.layers] == ["1: Linear", "3: Linear", "5: Linear"]  # no dropout
     assert report.layers[0].shape == "784 → 512"
     for layer in report.layers:
         assert layer.grad_norm > 0 and layer.update_norm > 0 and layer.weight_norm > 0
-    adam = one_step(SEED.replace(**{"train.lr": 1e-4}), sample, seed=1)  # with dropout: same mask
+    adam = Stepper(SEED.replace(**{"train.lr": 1e-4}), sample, seed=1).step()  # with dropout: same mask
     assert adam.loss_after < adam.loss_before
 
 
@@ -281,7 +281,7 @@ def test_steps_continue_on_the_same_batch_and_match_dlcore_train_init(sample):
 
 
 def test_cnn_step_and_a_blow_up(sample):
-    report = one_step(PRESETS["cnn"], sample, batch_size=8)
+    report = Stepper(PRESETS["cnn"], sample, batch_size=8).step()
     assert report.layers[0].shape.startswith("1 → 32 channels")
     assert all(r.grad_norm > 0 for r in report.layers)
     stepper = Stepper(SEED.replace(**{"train.lr": 10.0}), sample, seed=0)
@@ -321,7 +321,7 @@ def test_step_table_is_readable_at_any_size(sample):
         for text in table[column]:
             assert isinstance(text, str)
             assert not re.search(r"\d{5}", text), text  # 306252160.0000 was one
-    calm = step_table(one_step(sgd(0.05), sample, batch_size=32, seed=1))
+    calm = step_table(Stepper(sgd(0.05), sample, batch_size=32, seed=1).step())
     assert all(re.fullmatch(r"\d+\.\d{4}", v) for v in calm["gradient (norm)"])
 
 
