@@ -33,7 +33,7 @@ from dlcore.dataset import Dataset, DatasetError
 from dlcore.paths import home_dir
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "default_data_dir",
-           "describe_source", "download_dataset", "load_dataset", "load_with_fallback", "read_idx"]
+           "download_dataset", "load_dataset", "load_with_fallback", "read_idx"]
 
 Progress = Callable[[float], None]
 SAMPLE_PATH = Path(__file__).parent / "samples" / "mnist_sample.npz"
@@ -393,14 +393,6 @@ def choice_label(name: str, data_dir: str | Path | None = None) -> str:
 
 # What a command-line user can do about load_with_fallback's note (a page says it in its own words).
 CLI_FALLBACK_HINT = "To use the full dataset, pass --data-dir with a folder holding its files."
-
-
-def describe_source(ds: Dataset) -> str:
-    """One line for a caption: what was loaded and where it came from."""
-    c, h, w = ds.shape
-    return (f"{DATASETS[ds.name].title if ds.name in DATASETS else ds.name}: "
-            f"{len(ds.train_y):,} train / {len(ds.test_y):,} test images of {c}x{h}x{w}, "
-            f"from {ds.source}")
 
 
 def _downloads(name: str, root: Path) -> tuple[list[tuple[list[str], Path, str]], Path]:

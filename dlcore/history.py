@@ -9,7 +9,6 @@ leaderboard, the exports) lives here, so it is tested without Streamlit.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -412,10 +411,3 @@ def export_csv_bytes(store: RunStore) -> bytes:
 
 def running_count(runs_df: pd.DataFrame) -> int:
     return int((runs_df["status"] == "running").sum()) if "status" in runs_df else 0
-
-
-def percent(value: Any) -> str:
-    """0.9812 -> '98.12%'; missing -> '—'."""
-    if _missing(value) or not math.isfinite(float(value)):
-        return "—"
-    return f"{float(value):.2%}"

@@ -151,20 +151,6 @@ LESSONS: tuple[Lesson, ...] = (
         "The test loss curve: where is its lowest point, and where did each run stop?"),
 )
 
-LESSONS_BY_ID: dict[str, Lesson] = {lesson.id: lesson for lesson in LESSONS}
-
-
-def lesson_runs() -> list[tuple[str, RunConfig]]:
-    """Every load button's key and the RunConfig it loads, in page order."""
-    return [(lesson.button_key(run), run.config) for lesson in LESSONS for run in lesson.runs]
-
-
-def same_settings(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = IGNORED_FIELDS) -> bool:
-    """Whether two configs are the same run of a lesson (IGNORED_FIELDS aside)."""
-    fa, fb = a.flat(), b.flat()
-    return all(fa[k] == fb[k] for k in fa if k not in ignore)
-
-
 def _row_matches(row: pd.Series, config: RunConfig, ignore: tuple[str, ...]) -> bool:
     for key, value in config.flat().items():
         if key in ignore:

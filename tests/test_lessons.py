@@ -20,14 +20,7 @@ from dlcore.formstate import (
     config_from_widgets,
     widget_values,
 )
-from dlcore.lessons import (
-    LESSONS,
-    LESSONS_BY_ID,
-    epochs_note,
-    lesson_run_table,
-    lesson_runs,
-    same_settings,
-)
+from dlcore.lessons import LESSONS, Lesson, epochs_note, lesson_run_table
 from dlcore.querystate import (
     CONTROL_KEYS,
     QUERY_KEYS,
@@ -45,10 +38,20 @@ from dlcore.stepthrough import Stepper, settings_text, step_table
 SEED = PRESETS["seed"]
 
 
+def lesson_by_id(lesson_id: str) -> Lesson:
+    (lesson,) = [lesson for lesson in LESSONS if lesson.id == lesson_id]
+    return lesson
+
+
+def load_buttons() -> list[tuple[str, RunConfig]]:
+    """Each load button's key and the config it loads, in the Lessons page's order."""
+    return [(lesson.button_key(run), run.config) for lesson in LESSONS for run in lesson.runs]
+
+
 # ---- the lessons ----------------------------------------------------------------------------
 
 def test_every_lesson_run_is_valid_and_has_a_unique_button():
-    keys = [key for key, _ in lesson_runs()]
+    keys = [key for key, _ in load_buttons()]
     assert len(keys) == len(set(keys))
     for lesson in LESSONS:
         assert lesson.title and lesson.text and lesson.look_for
@@ -59,7 +62,7 @@ def test_every_lesson_run_is_valid_and_has_a_unique_button():
 
 
 def test_presets_set_exactly_their_settings():
-    by_key = dict(lesson_runs())
+    by_key = dict(load_buttons())
     assert by_key["lessons.load.seed"] == SEED
     assert SEED.model.hidden == (512, 256) and SEED.model.activation == "relu"
     assert SEED.model.dropout == 0.2 and SEED.train.optimizer == "adam" and SEED.train.lr == 1e-3
@@ -86,7 +89,7 @@ def differing(a: RunConfig, b: RunConfig) -> set[str]:
     ("early", {"train.early_stopping"}),
 ])
 def test_each_mistake_is_a_pair_that_differs_in_the_one_setting(lesson_id, fields):
-    lesson = LESSONS_BY_ID[lesson_id]
+    lesson = lesson_by_id(lesson_id)
     roles = {run.role: run.config for run in lesson.runs}
     assert set(roles) == {"bad", "good"}
     assert differing(roles["bad"], roles["good"]) == fields
@@ -100,7 +103,7 @@ def test_lesson_run_table_matches_configs_and_session_ids():
         flat = config.replace(**{"train.dataset": "mnist-sample", "train.seed": 7}).flat()
         return {"id": run_id, "status": "finished", "dataset": "mnist-sample", "epochs": 1,
                 "train_acc": 0.9, "test_acc": 0.88, "duration_s": 1.5, **flat, **extra}
-    ex1 = LESSONS_BY_ID["ex1"]
+    ex1 = lesson_by_id("ex1")
     runs = pd.DataFrame([row(4, SEED.replace(**{"train.lr": 0.1})),   # another run: not shown
                          row(3, SEED), row(2, ex1.runs[0].config), row(1, SEED)])
     table = lesson_run_table(runs, ex1)
@@ -108,9 +111,11 @@ def test_lesson_run_table_matches_configs_and_session_ids():
     assert table["which"].tolist()[1] == ex1.runs[0].label
     assert lesson_run_table(runs, ex1, run_ids={2})["run"].tolist() == [2]
     assert lesson_run_table(pd.DataFrame(), ex1).empty
-    assert same_settings(SEED, SEED.replace(**{"train.dataset": "digits", "train.seed": 3,
-                                               "train.epochs": 1}))
-    assert not same_settings(SEED, SEED.replace(**{"train.lr": 0.1}))
+    # Where it trained, its seed and its length aside, a run of other settings is not the lesson's.
+    elsewhere = SEED.replace(**{"train.dataset": "digits", "train.seed": 3, "train.epochs": 1})
+    runs = pd.DataFrame([{"id": 5, "status": "finished", "dataset": "digits", **elsewhere.flat()}])
+    assert lesson_run_table(runs, ex1)["which"].tolist() == [ex1.compared()[-1].label]
+    assert lesson_run_table(runs.assign(**{"train.lr": 0.1}), ex1).empty
 
 
 def test_runs_of_different_settings_and_epochs_are_flagged():
@@ -147,7 +152,7 @@ def random_config(rng: random.Random) -> RunConfig:
 def test_query_round_trips_every_setting():
     assert config_to_query(RunConfig()) == {}
     rng = random.Random(0)
-    for config in [SEED, PRESETS["cnn"], *(c for _, c in lesson_runs()),
+    for config in [SEED, PRESETS["cnn"], *(c for _, c in load_buttons()),
                    *(random_config(rng) for _ in range(200))]:
         query = config_to_query(config)
         assert all(isinstance(v, str) for v in query.values())

@@ -23,6 +23,7 @@ def test_count(value, text):
 @pytest.mark.parametrize(("value", "digits", "text"), [
     (0.9575, 2, "95.75%"), (1, 2, "100.00%"), (0, 2, "0.00%"), (0.98765, 1, "98.8%"),
     (0.5, 0, "50%"), (np.float32(0.25), 2, "25.00%"), (None, 2, "—"), (NAN, 2, "—"),
+    (0.98123, 2, "98.12%"), (INF, 2, "—"),
 ])
 def test_percent(value, digits, text):
     assert percent(value, digits) == text

@@ -45,3 +45,25 @@ def test_the_dataset_selector_says_which_are_not_downloaded(tmp_path, monkeypatc
     options = at.sidebar.selectbox(key="dataset").options
     assert "Fashion-MNIST (not downloaded)" in options and "MNIST (not downloaded)" in options
     assert "scikit-learn digits (8x8)" in options
+
+
+def test_the_sidebar_says_what_was_loaded_and_from_where(tmp_path, monkeypatch):
+    """The sidebar's "In use" line: the dataset's title, its train and test image counts, and the
+    folder its files were read from."""
+    from test_data import make_mnist
+
+    make_mnist(tmp_path / "d" / "MNIST" / "raw")  # 30 train and 12 test images
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DLLAB_TEACHER_KEY", raising=False)
+    teacher = AppTest.from_file(APP, default_timeout=180)
+    teacher.switch_page("app_pages/classroom.py").run()
+    teacher.text_input(key="class.data_dir").input(str(tmp_path / "d")).run()
+    assert not teacher.exception, teacher.exception
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.sidebar.warning
+    source = markdown_literal(f"folder {tmp_path / 'd' / 'MNIST' / 'raw'}")
+    in_use = [c.value for c in at.sidebar.caption if c.value.startswith("**In use:**")]
+    assert in_use == [f"**In use:** MNIST — 30 train / 12 test images; source: {source}"]

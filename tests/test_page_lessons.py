@@ -12,9 +12,20 @@ from streamlit.testing.v1 import AppTest
 
 from dlcore.config import PRESETS, ModelSpec, RunConfig, TrainConfig
 from dlcore.formstate import config_from_widgets, widget_values
-from dlcore.lessons import LESSONS_BY_ID, lesson_runs
+from dlcore.lessons import LESSONS, Lesson
 from dlcore.querystate import config_to_query
 from dlcore.store import RunStore
+
+
+def lesson_by_id(lesson_id: str) -> Lesson:
+    (lesson,) = [lesson for lesson in LESSONS if lesson.id == lesson_id]
+    return lesson
+
+
+def load_buttons() -> list[tuple[str, RunConfig]]:
+    """Each load button's key and the config it loads, in the page's order."""
+    return [(lesson.button_key(run), run.config) for lesson in LESSONS for run in lesson.runs]
+
 
 WIDGET_KINDS = ("slider", "select_slider", "radio", "selectbox", "toggle", "checkbox", "number_input")
 
@@ -49,7 +60,7 @@ def as_sidebar_sets(at: AppTest, config: RunConfig) -> RunConfig:
 def test_each_lesson_loads_exactly_its_settings(app):
     at = app.run()
     at.slider(key="train.epochs").set_value(2).run()  # a learner's own change, replaced on load
-    for key, config in lesson_runs():
+    for key, config in load_buttons():
         at.switch_page("app_pages/lessons.py").run()
         assert not at.exception
         at.button(key=key).click().run()
@@ -178,7 +189,7 @@ def test_the_lr_mistake_diverges_and_the_page_says_why(app):
     tables = [d.value for d in at.dataframe if "which" in d.value.columns]
     assert len(tables) == 1  # only the lr lesson has a run of it
     assert tables[0]["status"].tolist() == ["diverged"]
-    assert tables[0]["which"].tolist() == [LESSONS_BY_ID["lr"].runs[0].label]
+    assert tables[0]["which"].tolist() == [lesson_by_id("lr").runs[0].label]
 
 
 def step_table(at: AppTest):
@@ -234,7 +245,7 @@ def test_a_blown_up_loss_is_readable_and_never_good_news(app):
 
 def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tmp_path):
     store = RunStore(tmp_path)
-    ex1, seed = LESSONS_BY_ID["ex1"].runs[0].config, PRESETS["seed"]
+    ex1, seed = lesson_by_id("ex1").runs[0].config, PRESETS["seed"]
     ids = []
     for config, acc in ((seed, 0.97), (ex1, 0.91), (ex1, 0.92)):
         run_id = store.start_run(config.replace(**{"train.epochs": 2}), dataset="mnist-sample",
@@ -247,8 +258,8 @@ def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tm
     assert not at.exception
     (table,) = [d.value for d in at.dataframe if "which" in d.value.columns
                 and set(d.value["run"]) == set(ids[:2])]
-    assert table["which"].tolist() == [LESSONS_BY_ID["ex1"].runs[0].label,
-                                       LESSONS_BY_ID["ex1"].compared()[-1].label]
+    assert table["which"].tolist() == [lesson_by_id("ex1").runs[0].label,
+                                       lesson_by_id("ex1").compared()[-1].label]
     assert table["test accuracy"].tolist() == ["91.00%", "97.00%"]
     seed_only = [d.value for d in at.dataframe if "which" in d.value.columns
                  and d.value["run"].tolist() == [ids[0]]]
@@ -259,7 +270,7 @@ def test_an_exercise_lists_this_sessions_runs_and_opens_their_comparison(app, tm
 
 def test_an_exercise_beside_the_seed_at_other_epochs_is_flagged(app, tmp_path):
     store = RunStore(tmp_path)
-    ex1, seed = LESSONS_BY_ID["ex1"].runs[0].config, PRESETS["seed"]
+    ex1, seed = lesson_by_id("ex1").runs[0].config, PRESETS["seed"]
     ids = []
     for config, epochs in ((seed, 3), (ex1, 10)):
         run_id = store.start_run(config.replace(**{"train.epochs": epochs}), dataset="mnist-sample",
