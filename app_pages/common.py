@@ -15,7 +15,7 @@ import uuid
 
 import streamlit as st
 
-from dlcore.config import PRESETS, RunConfig
+from dlcore.config import PRESETS, RunConfig, setting
 from dlcore.data import DATASETS, load_dataset, load_with_fallback
 from dlcore.dataset import Dataset, DatasetError
 from dlcore.inspection import RunView, view_from_result, view_from_store
@@ -26,7 +26,7 @@ from dlcore.runs.runners import RunnerError
 from dlcore.store import RunStore
 from dlcore.text import hide_paths, markdown_literal
 
-DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
+DATASET_CHOICES: tuple[str, ...] = setting("train.dataset").options  # the sidebar's selector
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)

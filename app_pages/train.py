@@ -13,7 +13,7 @@ import streamlit as st
 
 from app_pages import common
 from dlcore import numbers
-from dlcore.config import ACTIVATIONS, NORMS, OPTIMIZERS, ConfigError
+from dlcore.config import ConfigError, Setting
 from dlcore.devices import resolve_device
 from dlcore.engine.duration import (
     DurationLimitError,
@@ -25,19 +25,16 @@ from dlcore.engine.duration import (
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
 from dlcore.formstate import (
-    BATCH_OPTIONS,
-    CHANNEL_OPTIONS,
-    LR_OPTIONS,
-    WEIGHT_DECAY_OPTIONS,
-    WIDTH_OPTIONS,
     config_from_widgets,
-    subset_options,
+    dataset_options,
+    flat_values,
+    formatter,
+    page_settings,
     widget_values,
     with_value,
 )
 from dlcore.models import describe_layers
 from dlcore.querystate import (
-    SLIDER_RANGES,
     config_from_query,
     config_to_query,
     dataset_from_query,
@@ -54,7 +51,6 @@ S = st.session_state
 # after Train, so this run of the page already draws the curve's first point.
 FIRST_POINT_WAIT_SECONDS = 0.5
 KEEP = dict(persist_state="session")
-R = SLIDER_RANGES
 
 
 def name_given() -> None:
@@ -147,51 +143,48 @@ def choice_slider(label: str, key: str, options: tuple, fmt=str, **kwargs) -> No
     control(st.select_slider, label, with_value(options, S[key]), key=key, format_func=fmt, **kwargs)
 
 
-def model_controls() -> None:
+def draw_setting(s: Setting, num_train: int) -> None:
+    """One setting's widget (a list's count and layer widgets), as its description says
+    (dlcore.config): hidden while a run would not use it, or drawn disabled saying why."""
+    extra: dict = {"help": s.help} if s.help else {}
+    if not s.is_used(flat_values(S)):
+        if not s.idle_help:
+            return
+        extra = dict(disabled=True, help=s.idle_help)
+    key, label, fmt = s.key, s.page_label, formatter(s, num_train)
+    if s.layers is not None:
+        count = s.layers.count_key
+        control(st.slider, s.layers.count_label, *capped(count, *s.slider_range), key=count)
+        for i in range(S[count]):
+            choice_slider(s.layers.item_label.format(n=i + 1), s.layers.item(i), s.stops, fmt)
+    elif s.widget == "radio":
+        control(st.radio, label, list(s.options), key=key, horizontal=True, format_func=fmt,
+                **extra)
+    elif s.widget == "selectbox":
+        control(st.selectbox, label, s.options, key=key, format_func=fmt, **extra)
+    elif s.widget == "slider":
+        step = {} if s.step is None else {"step": s.step}
+        control(st.slider, label, *capped(key, *s.slider_range), key=key, **step, **extra)
+    elif s.widget == "choice_slider":
+        if s.sized_by_dataset and S[key] >= num_train:  # a link's or preset's size it cannot fill
+            S[key] = 0
+        choice_slider(label, key, dataset_options(s, num_train), fmt, **extra)
+    elif s.widget in ("toggle", "checkbox"):
+        control(getattr(st, s.widget), label, key=key, **extra)
+    elif s.widget == "number":
+        control(st.number_input, label, *s.range, key=key, **extra)
+
+
+def model_controls(num_train: int) -> None:
     st.subheader("Model")
-    control(st.radio, "Model kind", ["mlp", "cnn"], key="model.kind", horizontal=True,
-            format_func=lambda k: {"mlp": "MLP (dense layers)", "cnn": "CNN (conv blocks)"}[k])
-    if S["model.kind"] == "mlp":
-        control(st.slider, "Hidden layers", *R["model.n_hidden"], key="model.n_hidden")
-        for i in range(S["model.n_hidden"]):
-            choice_slider(f"Width of hidden layer {i + 1}", f"model.width_{i}", WIDTH_OPTIONS)
-    else:
-        control(st.slider, "Conv blocks", *R["model.n_blocks"], key="model.n_blocks")
-        for i in range(S["model.n_blocks"]):
-            choice_slider(f"Channels of block {i + 1}", f"model.channels_{i}", CHANNEL_OPTIONS)
-        control(st.radio, "Kernel size", [3, 5], key="model.kernel_size", horizontal=True)
-        control(st.checkbox, "Max-pool after each block", key="model.pool")
-        choice_slider("Dense head width", "model.dense", WIDTH_OPTIONS)
-    idle = {}
-    if S["model.kind"] == "mlp" and S["model.n_hidden"] == 0:
-        idle = dict(disabled=True, help="No hidden layer: nothing for it to act on. The network is "
-                                        "one linear layer from the pixels to the classes.")
-    control(st.selectbox, "Activation", ACTIVATIONS, key="model.activation", **idle)
-    control(st.slider, "Dropout", *R["model.dropout"], step=0.05, key="model.dropout", **idle)
-    control(st.selectbox, "Normalisation layers", NORMS, key="model.norm", **idle)
+    for s in page_settings("model"):
+        draw_setting(s, num_train)
 
 
 def training_controls(num_train: int) -> None:
     st.subheader("Training")
-    control(st.selectbox, "Optimiser", OPTIMIZERS, key="train.optimizer")
-    choice_slider("Learning rate (log scale)", "train.lr", LR_OPTIONS, fmt=lambda v: f"{v:g}")
-    if S["train.optimizer"] == "sgd":
-        control(st.slider, "Momentum", *R["train.momentum"], step=0.01, key="train.momentum")
-    choice_slider("Batch size", "train.batch_size", BATCH_OPTIONS)
-    control(st.slider, "Epochs", *capped("train.epochs", *R["train.epochs"]), key="train.epochs")
-    choice_slider("Weight decay", "train.weight_decay", WEIGHT_DECAY_OPTIONS, fmt=lambda v: f"{v:g}")
-    control(st.slider, "Label smoothing", *R["train.label_smoothing"], step=0.05,
-            key="train.label_smoothing")
-    if S["train.train_subset"] >= num_train:  # a link's or preset's subset this dataset cannot fill
-        S["train.train_subset"] = 0
-    choice_slider("Training images", "train.train_subset", subset_options(num_train),
-                  fmt=lambda v: f"all ({num_train:,})" if v == 0 else f"{v:,}")
-    control(st.toggle, "Normalise inputs (off: raw pixel values 0-255)", key="train.normalize")
-    control(st.toggle, "Augment (small random shifts and rotations)", key="train.augment")
-    control(st.toggle, "Early stopping (on a validation split)", key="train.early_stopping")
-    if S["train.early_stopping"]:
-        control(st.slider, "Patience (epochs)", *R["train.patience"], key="train.patience")
-    control(st.number_input, "Seed", 0, 2**31 - 1, key="train.seed")
+    for s in page_settings("train"):
+        draw_setting(s, num_train)
 
 
 def notes_panel(config) -> None:
@@ -375,7 +368,7 @@ def page() -> None:
     dataset, _ = common.current_dataset()
     left, right = st.columns([1, 2])
     with left:
-        model_controls()
+        model_controls(len(dataset.train_y))
         training_controls(len(dataset.train_y))
     values = {k: S[k] for k in widget_values(common.current_config())}
     values["train.dataset"] = dataset.name

@@ -12,10 +12,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
-from dlcore.config import PRESETS, ConfigError, ModelSpec, RunConfig, TrainConfig
+from dlcore.config import PRESETS, SECTIONS, ConfigError, RunConfig, setting, settings
 from dlcore.text import MAX_NAME_CHARS, check_name
 
 
@@ -39,29 +38,30 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, e.g. --hidden 512,256 --lr 0.001 --no-normalize."""
-    for section, klass in (("model", ModelSpec), ("train", TrainConfig)):
-        group = parser.add_argument_group(f"{section} settings")
-        for f in fields(klass):
-            flag = "--" + f.name.replace("_", "-")
-            dest = f"{section}.{f.name}"
-            default = f.default
-            if isinstance(default, bool):
-                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
-                                   default=None, help=f"default {default}")
-            elif isinstance(default, tuple) or f.name in ("hidden", "conv_channels"):
-                group.add_argument(flag, dest=dest, type=_int_tuple, default=None,
-                                   help="comma-separated, e.g. 512,256 ('none' for no layers)")
-            else:
-                kind = type(default) if default is not None else str
-                group.add_argument(flag, dest=dest, type=kind, default=None,
-                                   help=f"default {default}")
+    """One flag per setting (dlcore.config.settings()), e.g. --hidden 512,256 --lr 0.001
+    --no-normalize; the setting's label and help say what it is. Values are checked by the
+    config's validation, so a bad one names the field."""
+    groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
+    for key, s in settings().items():
+        section, name = key.split(".", 1)
+        flag, group = "--" + name.replace("_", "-"), groups[section]
+        about = f"{s.label}{': ' + s.help if s.help else ''}"
+        if isinstance(s.default, bool):
+            group.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{about}; default {s.default}")
+        elif s.layers is not None or isinstance(s.default, tuple):
+            group.add_argument(flag, dest=key, type=_int_tuple, default=None,
+                               help=f"{about}: comma-separated, e.g. 512,256 ('none' for no layers)")
+        else:
+            kind = type(s.default) if s.default is not None else str
+            group.add_argument(flag, dest=key, type=kind, default=None,
+                               help=f"{about}; default {s.default}")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     base = PRESETS[args.preset]
-    changes = {k: v for k, v in vars(args).items()
-               if k.startswith(("model.", "train.")) and v is not None}
+    known = settings()
+    changes = {k: v for k, v in vars(args).items() if k in known and v is not None}
     return base.replace(**changes).validate()
 
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the lesson's DataLoader loop against the engine")
     bench.add_argument("--data-dir", help="a folder holding MNIST's files")
     bench.add_argument("--dataset", default="mnist")
-    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bench.add_argument("--device", default="auto", choices=setting("train.device").options)
     bench.add_argument("--epochs", type=int, default=1)
     bench.add_argument("--skip-seed-loop", action="store_true",
                        help="time only the engine (no ratio)")

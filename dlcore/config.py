@@ -1,15 +1,23 @@
 """The one run configuration: a model spec and a training config, frozen, validated, JSON-able.
 
 It flows from the widgets to the engine to the store and back to the widgets; nothing else
-re-describes it.
+re-describes it. Each field carries its one description (`metadata=describe(...)`, see
+dlcore.setting): label, widget, options or range, when a run uses it. `settings()` lists them, and
+validation, the Train page's widgets (dlcore.formstate), links (dlcore.querystate), CLI flags
+(dlcore.cli) and the lessons' run tables (dlcore.lessons) are derived from that list.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+from dlcore.setting import ConfigError, Layers, Setting, describe, used_if
+
+__all__ = ["ConfigError", "ModelSpec", "RunConfig", "Setting", "TrainConfig", "setting",
+           "setting_label", "settings"]
 
 MODEL_KINDS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
@@ -17,102 +25,157 @@ NORMS = ("none", "batch", "layer")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "digits", "mnist-sample")
+# A choice slider's stops (any value in the field's range is allowed; a link's odd one is shown).
+WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096)
+CHANNELS = (4, 8, 16, 32, 64, 128, 256)
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1)
+SUBSETS = (0, 100, 300, 1000, 3000, 10000, 30000)
+
+MLP_ONLY = used_if("model.kind", "mlp")
+CNN_ONLY = used_if("model.kind", "cnn")
+NO_HIDDEN_LAYER = ("No hidden layer: nothing for it to act on. The network is one linear layer "
+                   "from the pixels to the classes.")
 
 
-def _label(text: str) -> dict[str, str]:
-    """A field's label: how the app names the setting to a learner."""
-    return {"label": text}
+def _has_hidden_layer(values: Mapping[str, Any]) -> bool:
+    """A CNN always has its dense head; an MLP without hidden layers is one linear layer, with no
+    activation, dropout or normalisation (an unknown kind or list counts as used)."""
+    if not MLP_ONLY(values):
+        return True
+    hidden = values.get("model.hidden")
+    return not isinstance(hidden, (tuple, list)) or len(hidden) > 0
 
 
-class ConfigError(ValueError):
-    """A config value outside its allowed range; the message names the field."""
+class _Described:
+    """A config section whose validation is derived from its fields' descriptions."""
 
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+    SECTION: ClassVar[str] = ""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field (in field order) whose value is not allowed."""
+        known = settings()
+        for f in fields(self):  # type: ignore[arg-type]
+            found = known.get(f"{self.SECTION}.{f.name}") or describe_field(self.SECTION, f)
+            found.check(getattr(self, f.name))
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_Described):
     """What network to build. MLP fields and CNN fields live side by side; `kind` picks."""
 
-    kind: str = field(default="mlp", metadata=_label("Model kind"))
-    hidden: tuple[int, ...] = field(default=(512, 256), metadata=_label("Hidden layer widths"))
-    activation: str = field(default="relu", metadata=_label("Activation"))
-    dropout: float = field(default=0.2, metadata=_label("Dropout"))
-    norm: str = field(default="none", metadata=_label("Normalisation layers"))
-    conv_channels: tuple[int, ...] = field(default=(32, 64), metadata=_label("Conv block channels"))
-    kernel_size: int = field(default=3, metadata=_label("Kernel size"))
-    pool: bool = field(default=True, metadata=_label("Max-pool after each block"))
-    dense: int = field(default=128, metadata=_label("Dense head width"))
+    SECTION: ClassVar[str] = "model"
 
-    def validate(self) -> None:
-        _choice("model.kind", self.kind, MODEL_KINDS)
-        _choice("model.activation", self.activation, ACTIVATIONS)
-        _choice("model.norm", self.norm, NORMS)
-        _number("model.dropout", self.dropout, 0.0, 0.9)
-        if not isinstance(self.hidden, tuple) or len(self.hidden) > 8:
-            raise ConfigError("model.hidden", "a tuple of between 0 and 8 hidden layer widths")
-        for i, width in enumerate(self.hidden):
-            _integer(f"model.hidden[{i}]", width, 1, 4096)
-        if not isinstance(self.conv_channels, tuple) or not 1 <= len(self.conv_channels) <= 4:
-            raise ConfigError("model.conv_channels", "between 1 and 4 conv blocks")
-        for i, channels in enumerate(self.conv_channels):
-            _integer(f"model.conv_channels[{i}]", channels, 1, 512)
-        _choice("model.kernel_size", self.kernel_size, (3, 5))
-        _boolean("model.pool", self.pool)
-        _integer("model.dense", self.dense, 1, 4096)
+    kind: str = field(default="mlp", metadata=describe(
+        "Model kind", widget="radio", options=MODEL_KINDS,
+        labels={"mlp": "MLP (dense layers)", "cnn": "CNN (conv blocks)"}))
+    hidden: tuple[int, ...] = field(default=(512, 256), metadata=describe(
+        "Hidden layer widths", widget="choice_slider", stops=WIDTHS, used=MLP_ONLY,
+        layers=Layers("model.n_hidden", "Hidden layers", "model.width_{i}",
+                      "Width of hidden layer {n}", (0, 8), (1, 4096), "hidden layer widths", 128)))
+    activation: str = field(default="relu", metadata=describe(
+        "Activation", widget="selectbox", options=ACTIVATIONS, used=_has_hidden_layer,
+        idle_help=NO_HIDDEN_LAYER, place=10))
+    dropout: float = field(default=0.2, metadata=describe(
+        "Dropout", widget="slider", range=(0.0, 0.9), step=0.05, used=_has_hidden_layer,
+        idle_help=NO_HIDDEN_LAYER, place=11))
+    norm: str = field(default="none", metadata=describe(
+        "Normalisation layers", widget="selectbox", options=NORMS, used=_has_hidden_layer,
+        idle_help=NO_HIDDEN_LAYER, place=12))
+    conv_channels: tuple[int, ...] = field(default=(32, 64), metadata=describe(
+        "Conv block channels", widget="choice_slider", stops=CHANNELS, used=CNN_ONLY,
+        layers=Layers("model.n_blocks", "Conv blocks", "model.channels_{i}",
+                      "Channels of block {n}", (1, 4), (1, 512), "conv block channel counts")))
+    kernel_size: int = field(default=3, metadata=describe(
+        "Kernel size", widget="radio", options=(3, 5), used=CNN_ONLY))
+    pool: bool = field(default=True, metadata=describe(
+        "Max-pool after each block", widget="checkbox", used=CNN_ONLY))
+    dense: int = field(default=128, metadata=describe(
+        "Dense head width", widget="choice_slider", range=(1, 4096), stops=WIDTHS, used=CNN_ONLY))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Described):
     """How to train it. `train_subset` 0 means the whole training set."""
 
-    dataset: str = field(default="mnist", metadata=_label("Dataset"))
-    optimizer: str = field(default="adam", metadata=_label("Optimiser"))
-    lr: float = field(default=1e-3, metadata=_label("Learning rate"))
-    momentum: float = field(default=0.9, metadata=_label("Momentum"))
-    batch_size: int = field(default=64, metadata=_label("Batch size"))
-    epochs: int = field(default=10, metadata=_label("Epochs"))
-    weight_decay: float = field(default=0.0, metadata=_label("Weight decay"))
-    label_smoothing: float = field(default=0.0, metadata=_label("Label smoothing"))
-    train_subset: int = field(default=0, metadata=_label("Training images"))
-    normalize: bool = field(default=True, metadata=_label("Normalise inputs"))
-    augment: bool = field(default=False, metadata=_label("Augment"))
-    early_stopping: bool = field(default=False, metadata=_label("Early stopping"))
-    patience: int = field(default=3, metadata=_label("Patience (epochs)"))
-    val_fraction: float = field(default=0.1, metadata=_label("Validation fraction"))
-    seed: int = field(default=42, metadata=_label("Seed"))
-    device: str = field(default="auto", metadata=_label("Device"))
+    SECTION: ClassVar[str] = "train"
 
-    def validate(self) -> None:
-        _choice("train.dataset", self.dataset, DATASET_NAMES)
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _number("train.lr", self.lr, 1e-7, 100.0)
-        _number("train.momentum", self.momentum, 0.0, 0.999)
-        _integer("train.batch_size", self.batch_size, 1, 8192)
-        _integer("train.epochs", self.epochs, 1, 500)
-        _number("train.weight_decay", self.weight_decay, 0.0, 1.0)
-        _number("train.label_smoothing", self.label_smoothing, 0.0, 0.5)
-        _integer("train.train_subset", self.train_subset, 0, 10_000_000)
-        if 0 < self.train_subset < 10:
-            raise ConfigError("train.train_subset", f"{self.train_subset} is out of range; allowed 0 "
-                                                    "(the whole training set) or 10 to 10000000")
-        _boolean("train.normalize", self.normalize)
-        _boolean("train.augment", self.augment)
-        _boolean("train.early_stopping", self.early_stopping)
-        _integer("train.patience", self.patience, 1, 100)
-        _number("train.val_fraction", self.val_fraction, 0.01, 0.5)
-        _integer("train.seed", self.seed, 0, 2**31 - 1)
-        _choice("train.device", self.device, DEVICES)
+    dataset: str = field(default="mnist", metadata=describe(
+        "Dataset", widget="sidebar", options=DATASET_NAMES))
+    optimizer: str = field(default="adam", metadata=describe(
+        "Optimiser", widget="selectbox", options=OPTIMIZERS))
+    lr: float = field(default=1e-3, metadata=describe(
+        "Learning rate", widget="choice_slider", widget_label="Learning rate (log scale)",
+        range=(1e-7, 100.0), stops=LEARNING_RATES, fmt="g"))
+    momentum: float = field(default=0.9, metadata=describe(
+        "Momentum", widget="slider", range=(0.0, 0.999), slider=(0.0, 0.99), step=0.01,
+        used=used_if("train.optimizer", "sgd")))
+    batch_size: int = field(default=64, metadata=describe(
+        "Batch size", widget="choice_slider", range=(1, 8192), stops=BATCH_SIZES))
+    epochs: int = field(default=10, metadata=describe(
+        "Epochs", widget="slider", range=(1, 500), slider=(1, 50)))
+    weight_decay: float = field(default=0.0, metadata=describe(
+        "Weight decay", widget="choice_slider", range=(0.0, 1.0), stops=WEIGHT_DECAYS, fmt="g"))
+    label_smoothing: float = field(default=0.0, metadata=describe(
+        "Label smoothing", widget="slider", range=(0.0, 0.5), slider=(0.0, 0.3), step=0.05))
+    train_subset: int = field(default=0, metadata=describe(
+        "Training images", widget="choice_slider", range=(10, 10_000_000),
+        zero="the whole training set", stops=SUBSETS, fmt=",", sized_by_dataset=True))
+    normalize: bool = field(default=True, metadata=describe(
+        "Normalise inputs", widget="toggle",
+        widget_label="Normalise inputs (off: raw pixel values 0-255)"))
+    augment: bool = field(default=False, metadata=describe(
+        "Augment", widget="toggle", widget_label="Augment (small random shifts and rotations)"))
+    early_stopping: bool = field(default=False, metadata=describe(
+        "Early stopping", widget="toggle", widget_label="Early stopping (on a validation split)"))
+    patience: int = field(default=3, metadata=describe(
+        "Patience (epochs)", widget="slider", range=(1, 100), slider=(1, 10),
+        used=used_if("train.early_stopping", True)))
+    val_fraction: float = field(default=0.1, metadata=describe(
+        "Validation fraction", range=(0.01, 0.5), used=used_if("train.early_stopping", True)))
+    seed: int = field(default=42, metadata=describe(
+        "Seed", widget="number", range=(0, 2**31 - 1)))
+    device: str = field(default="auto", metadata=describe(
+        "Device", widget="sidebar", options=DEVICES))
+
+
+# The config's sections and the dataclass of each: everything derived from the descriptions reads
+# the fields from here, so a test can put an extended dataclass in (monkeypatch.setitem).
+SECTIONS: dict[str, type] = {"model": ModelSpec, "train": TrainConfig}
+
+
+def describe_field(section: str, f: dataclasses.Field) -> Setting:
+    """The description of field `f` of `section`, with its key and default filled in."""
+    base = f.metadata.get("setting") or Setting(f.name)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return dataclasses.replace(base, key=f"{section}.{f.name}", default=default)
+
+
+_REGISTRY: dict[tuple[type, ...], dict[str, Setting]] = {}
+
+
+def settings() -> dict[str, Setting]:
+    """Every setting's description by flat key ("model.kind", ..., "train.device"), in field order:
+    the one registry that validation, widgets, links, flags and lesson tables are derived from."""
+    key = tuple(SECTIONS.values())
+    if key not in _REGISTRY:
+        _REGISTRY[key] = {f"{section}.{f.name}": describe_field(section, f)
+                          for section, klass in SECTIONS.items() for f in fields(klass)}
+    return _REGISTRY[key]
+
+
+def setting(key: str) -> Setting:
+    """One setting's description by its flat key; KeyError when there is none."""
+    return settings()[key]
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run."""
 
-    model: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelSpec = field(default_factory=lambda: SECTIONS["model"]())
+    train: TrainConfig = field(default_factory=lambda: SECTIONS["train"]())
 
     def validate(self) -> RunConfig:
         self.model.validate()
@@ -127,9 +190,8 @@ class RunConfig:
         if unknown:
             raise ConfigError(unknown[0], "unknown field")
         try:
-            return RunConfig(
-                dataclasses.replace(self.model, **model), dataclasses.replace(self.train, **train)
-            )
+            return RunConfig(dataclasses.replace(_current("model", self.model), **model),
+                             dataclasses.replace(_current("train", self.train), **train))
         except TypeError as exc:
             raise ConfigError(",".join(changes), f"unknown field ({exc})") from None
 
@@ -143,7 +205,7 @@ class RunConfig:
     def flat(self) -> dict[str, Any]:
         """{"model.hidden": (512, 256), "train.lr": 0.001, ...}: one row of a comparison table."""
         out: dict[str, Any] = {}
-        for section in ("model", "train"):
+        for section in SECTIONS:
             for f in fields(getattr(self, section)):
                 out[f"{section}.{f.name}"] = getattr(getattr(self, section), f.name)
         return out
@@ -157,7 +219,7 @@ class RunConfig:
             if key not in ("model", "train"):
                 raise ConfigError(str(key), "unknown field; a config has only 'model' and 'train'")
         parts = {}
-        for section, klass in (("model", ModelSpec), ("train", TrainConfig)):
+        for section, klass in SECTIONS.items():
             raw = data.get(section, {})
             if not isinstance(raw, dict):
                 raise ConfigError(section, "must be an object")
@@ -173,39 +235,19 @@ class RunConfig:
         return cls(parts["model"], parts["train"]).validate()
 
 
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    # 3.0 == 3 and True == 1: a value of another type is refused even where it compares equal.
-    if isinstance(value, bool) or not isinstance(value, type(allowed[0])) or value not in allowed:
-        raise ConfigError(name, f"{value!r} is not one of {', '.join(map(str, allowed))}")
-
-
-def _number(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(name, f"{value!r} is not a number; allowed {low:g} to {high:g}")
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value:g} is out of range; allowed {low:g} to {high:g}")
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"{value!r} is not a whole number; allowed {low} to {high}")
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is out of range; allowed {low} to {high}")
-
-
-def _boolean(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(name, f"{value!r} is not true or false")
+def _current(section: str, part: Any) -> Any:
+    """`part` as an instance of the section's dataclass now: a config made before SECTIONS gained
+    a field (a test's extended dataclass) gets that field's default."""
+    klass = SECTIONS[section]
+    if type(part) is klass or not issubclass(klass, type(part)):
+        return part
+    return klass(**{f.name: getattr(part, f.name) for f in fields(part)})
 
 
 def setting_label(key: str) -> str:
     """The learner's name of a setting, from its flat key ("train.lr" -> "Learning rate")."""
-    section, _, name = key.partition(".")
-    klass = {"model": ModelSpec, "train": TrainConfig}.get(section)
-    for f in fields(klass) if klass is not None else ():
-        if f.name == name:
-            return f.metadata.get("label", key)
-    return key
+    found = settings().get(key)
+    return found.label if found is not None else key
 
 
 PRESETS: dict[str, RunConfig] = {

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from dlcore.config import setting_label
+from dlcore.config import setting_label, settings
 from dlcore.store import RunStore, StoreError
 
 CONFIG_PREFIXES = ("model.", "train.")
@@ -54,39 +54,12 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def _is(row: Mapping[str, Any], key: str, *wanted: Any) -> bool:
-    """Whether the row's `key` is one of `wanted`; also when the row does not say (an older run):
-    a setting is taken as used unless the run shows it was not."""
-    value = row.get(key)
-    return _missing(value) or value in wanted
-
-
-def _has_hidden_layer(row: Mapping[str, Any]) -> bool:
-    """A CNN always has its dense head; an MLP without hidden layers is one linear layer, with no
-    activation, dropout or normalisation."""
-    if not _is(row, "model.kind", "mlp"):
-        return True
-    hidden = row.get("model.hidden")
-    return not isinstance(hidden, (tuple, list)) or len(hidden) > 0
-
-
-# The settings a run uses only in some configs: ModelSpec keeps the MLP and the CNN fields side by
-# side and `kind` picks (dlcore.models.build_model), SGD alone reads the momentum and early stopping
-# alone the patience and the validation split (dlcore.train); the Train page hides or disables
-# those controls alike. Every other setting is always used.
+# The settings a run uses only in some configs (their descriptions' `used` rule, dlcore.config):
+# ModelSpec keeps the MLP and the CNN fields side by side and `kind` picks, SGD alone reads the
+# momentum and early stopping alone the patience and the validation split; the Train page hides or
+# disables those controls alike. Every other setting is always used.
 USED_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {
-    "model.hidden": lambda row: _is(row, "model.kind", "mlp"),
-    "model.conv_channels": lambda row: _is(row, "model.kind", "cnn"),
-    "model.kernel_size": lambda row: _is(row, "model.kind", "cnn"),
-    "model.pool": lambda row: _is(row, "model.kind", "cnn"),
-    "model.dense": lambda row: _is(row, "model.kind", "cnn"),
-    "model.activation": _has_hidden_layer,
-    "model.dropout": _has_hidden_layer,
-    "model.norm": _has_hidden_layer,
-    "train.momentum": lambda row: _is(row, "train.optimizer", "sgd"),
-    "train.patience": lambda row: _is(row, "train.early_stopping", True),
-    "train.val_fraction": lambda row: _is(row, "train.early_stopping", True),
-}
+    key: s.used for key, s in settings().items() if s.used is not None}
 
 
 def setting_used(row: Mapping[str, Any], key: str) -> bool:

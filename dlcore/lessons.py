@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dlcore.config import PRESETS, RunConfig
+from dlcore.config import PRESETS, RunConfig, settings
+from dlcore.setting import missing
 
 SEED = PRESETS["seed"]
 CNN = PRESETS["cnn"]
@@ -152,14 +153,20 @@ LESSONS: tuple[Lesson, ...] = (
 )
 
 def _row_matches(row: pd.Series, config: RunConfig, ignore: tuple[str, ...]) -> bool:
+    """Whether a recorded run (a `list_runs` row) has `config`'s settings, `ignore` aside. A
+    setting the row lacks (recorded before its field existed) counts as the field's default: the
+    run trained with what the code then did, which the default keeps doing."""
+    described = settings()
     for key, value in config.flat().items():
         if key in ignore:
             continue
         got = row.get(key)
+        if missing(got) and key in described:
+            got = described[key].default
         if isinstance(value, tuple):
             if not isinstance(got, (tuple, list)) or tuple(got) != value:
                 return False
-        elif got is None or (isinstance(got, float) and got != got) or got != value:
+        elif missing(got) or got != value:
             return False
     return True
 

@@ -17,39 +17,61 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
-from dlcore.config import DATASET_NAMES, ConfigError, RunConfig
-from dlcore.formstate import (
-    LIST_WIDGETS,
-    MAX_BLOCKS,
-    MAX_HIDDEN,
-    config_from_widgets,
-    widget_values,
-)
+from dlcore.config import ConfigError, RunConfig, setting, settings
+from dlcore.formstate import config_from_widgets, list_widgets, owner, widget_values
 from dlcore.text import markdown_code, markdown_literal
 
 HIDE = "hide"
 DATASET = "train.dataset"  # a link's dataset goes to the sidebar's selector, not to a Train control
-SIDEBAR_KEYS = (DATASET, "train.device")  # set by the sidebar, not by the Train page's controls
-DEFAULTS: dict[str, Any] = widget_values(RunConfig())
-QUERY_KEYS: tuple[str, ...] = tuple(k for k in DEFAULTS if k not in SIDEBAR_KEYS)
-NO_WIDGET = ("train.val_fraction",)
-CONTROL_KEYS: tuple[str, ...] = tuple(k for k in QUERY_KEYS if k not in NO_WIDGET)
 
-# The Train page's sliders: narrower than what a config allows.
-SLIDER_RANGES: dict[str, tuple[float, float]] = {
-    "model.n_hidden": (0, MAX_HIDDEN),
-    "model.n_blocks": (1, MAX_BLOCKS),
-    "model.dropout": (0.0, 0.9),
-    "train.momentum": (0.0, 0.99),
-    "train.epochs": (1, 50),
-    "train.label_smoothing": (0.0, 0.3),
-    "train.patience": (1, 10),
-}
-# A hide name that stands for a group of controls.
-HIDE_GROUPS: dict[str, tuple[str, ...]] = LIST_WIDGETS
-# What a teacher picks from to fix in a link: each setting once, a list setting by its group name.
-HIDE_CHOICES: tuple[str, ...] = tuple(sorted(
-    [*HIDE_GROUPS, *(k for k in CONTROL_KEYS if not any(k in g for g in HIDE_GROUPS.values()))]))
+
+def sidebar_keys() -> tuple[str, ...]:
+    """The settings chosen in the sidebar, not by the Train page's controls (dataset, device)."""
+    return tuple(key for key, s in settings().items() if s.widget == "sidebar")
+
+
+def defaults() -> dict[str, Any]:
+    """Every widget key and its value for the default config."""
+    return widget_values(RunConfig())
+
+
+def query_keys() -> tuple[str, ...]:
+    """The parameters a link may name: every widget key but the sidebar's."""
+    sidebar = sidebar_keys()
+    return tuple(k for k in defaults() if k not in sidebar)
+
+
+def no_widget() -> tuple[str, ...]:
+    """Settings a link may name that the Train page draws no control for."""
+    return tuple(key for key, s in settings().items() if s.widget is None)
+
+
+def control_keys() -> tuple[str, ...]:
+    """The Train page's controls: what a classroom link may show fixed."""
+    skip = set(no_widget())
+    return tuple(k for k in query_keys() if k not in skip)
+
+
+def hide_groups() -> dict[str, tuple[str, ...]]:
+    """A hide name that stands for a group of controls: a list field's count and layers."""
+    return list_widgets()
+
+
+def hide_choices() -> tuple[str, ...]:
+    """What a teacher picks from to fix in a link: each setting once, a list by its group name."""
+    groups = hide_groups()
+    grouped = {k for keys in groups.values() for k in keys}
+    return tuple(sorted([*groups, *(k for k in control_keys() if k not in grouped)]))
+
+
+# Snapshots of the above for the app's settings, for callers that name them.
+SIDEBAR_KEYS: tuple[str, ...] = sidebar_keys()
+DEFAULTS: dict[str, Any] = defaults()
+QUERY_KEYS: tuple[str, ...] = query_keys()
+NO_WIDGET: tuple[str, ...] = no_widget()
+CONTROL_KEYS: tuple[str, ...] = control_keys()
+HIDE_GROUPS: dict[str, tuple[str, ...]] = hide_groups()
+HIDE_CHOICES: tuple[str, ...] = hide_choices()
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -63,18 +85,18 @@ def _format(value: Any) -> str:
 
 def _relevant(key: str, values: dict[str, Any]) -> bool:
     """Whether the config holds this widget value (a width beyond the layer count does not)."""
-    if key.startswith("model.width_"):
-        return int(key.rsplit("_", 1)[1]) < values["model.n_hidden"]
-    if key.startswith("model.channels_"):
-        return int(key.rsplit("_", 1)[1]) < values["model.n_blocks"]
-    return True
+    found = owner(key)
+    if found is None or found[1] != "item":
+        return True
+    s, _, index = found
+    return index < values[s.layers.count_key]
 
 
 def config_to_query(config: RunConfig, hide: Iterable[str] = ()) -> dict[str, str]:
     """The query parameters of a link to `config`: every setting that differs from the defaults."""
-    values = widget_values(config)
-    query = {key: _format(values[key]) for key in QUERY_KEYS
-             if _relevant(key, values) and values[key] != DEFAULTS[key]}
+    values, default = widget_values(config), defaults()
+    query = {key: _format(values[key]) for key in query_keys()
+             if _relevant(key, values) and values[key] != default[key]}
     hide = sorted(set(hide))
     if hide:
         query[HIDE] = ",".join(hide)
@@ -89,7 +111,7 @@ def _last(raw: str | list[str]) -> str:
 
 def _parse(key: str, text: str) -> Any:
     """The widget value `text` stands for; ValueError says in words why it cannot be one."""
-    default = DEFAULTS[key]
+    default = defaults()[key]
     text = text.strip()
     if isinstance(default, bool):
         if text.lower() in _TRUE:
@@ -114,23 +136,20 @@ def _parse(key: str, text: str) -> Any:
 
 
 def _check(key: str, value: Any, base: RunConfig) -> None:
-    """Raise ValueError when the Train page cannot show `value` for `key`."""
-    if key in SLIDER_RANGES:
-        low, high = SLIDER_RANGES[key]
+    """Raise ValueError when the Train page cannot show `value` for `key`: outside its slider (a
+    layer count outside the list's length), or a value the config refuses."""
+    s, role, _ = owner(key) or (setting(key), "value", None)
+    if role == "count" or (role == "value" and s.widget == "slider"):
+        low, high = s.slider_range
         if not low <= value <= high:
             raise ValueError(f"out of range; allowed {low:g} to {high:g}")
-    if key.startswith("model.width_"):
-        field, probe = "model.hidden", {"model.hidden": (value,)}
-    elif key.startswith("model.channels_"):
-        field, probe = "model.conv_channels", {"model.conv_channels": (value,)}
-    elif key in ("model.n_hidden", "model.n_blocks"):
+    if role == "count":
         return
-    else:
-        field, probe = key, {key: value}
+    probe = {s.key: (value,) if role == "item" else value}
     try:
         base.replace(**probe).validate()
     except ConfigError as exc:
-        message = str(exc).split(": ", 1)[-1] if str(exc).startswith(field) else str(exc)
+        message = str(exc).split(": ", 1)[-1] if str(exc).startswith(s.key) else str(exc)
         raise ValueError(message) from None
 
 
@@ -150,10 +169,10 @@ def config_from_query(params: Mapping[str, str | list[str]], base: RunConfig | N
         if key in (HIDE, DATASET):  # read by hidden_from_query and dataset_from_query
             continue
         text = _last(raw)
-        if key in SIDEBAR_KEYS:
+        if key in sidebar_keys():
             notes.append(f"{markdown_code(key)}: chosen in the sidebar, not by a link")
             continue
-        if key not in QUERY_KEYS:
+        if key not in query_keys():
             notes.append(f"{markdown_code(key)}: not a setting of this app")
             continue
         try:
@@ -176,12 +195,13 @@ def hidden_from_query(params: Mapping[str, str | list[str]]) -> tuple[frozenset[
         return frozenset(), []
     hidden: set[str] = set()
     notes = []
+    groups, controls = hide_groups(), control_keys()
     for name in (n.strip() for n in _last(params[HIDE]).split(",")):
         if not name:
             continue
-        if name in HIDE_GROUPS:
-            hidden.update(HIDE_GROUPS[name])
-        elif name in CONTROL_KEYS:
+        if name in groups:
+            hidden.update(groups[name])
+        elif name in controls:
             hidden.add(name)
         else:
             notes.append(f"{markdown_code(f'hide={name}')}: not a control of the Train page")
@@ -194,17 +214,18 @@ def dataset_from_query(params: Mapping[str, str | list[str]]) -> tuple[str | Non
     if DATASET not in params:
         return None, []
     name = _last(params[DATASET]).strip()
-    if name in DATASET_NAMES:
+    names = setting(DATASET).options
+    if name in names:
         return name, []
     return None, [f"{markdown_code(f'{DATASET}={name}')}: not a dataset of this app (one of "
-                  f"{', '.join(DATASET_NAMES)})"]
+                  f"{', '.join(names)})"]
 
 
 def hide_names(hidden: Iterable[str]) -> list[str]:
     """The shortest `hide` list for a set of hidden controls (whole groups by their group name)."""
     hidden = set(hidden)
     names = []
-    for group, keys in HIDE_GROUPS.items():
+    for group, keys in hide_groups().items():
         if set(keys) <= hidden:
             names.append(group)
             hidden -= set(keys)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlcore.config import ConfigError, RunConfig, setting_label
-from dlcore.formstate import LIST_WIDGETS
+from dlcore.formstate import layer_field, list_widgets
 
 MAX_JOB_SECONDS_ENV = "DLLAB_MAX_JOB_SECONDS"
 
@@ -123,17 +123,14 @@ class ClassPolicy:
         """The Train page's widget keys whose values are fixed (a layer list is its count and
         every width)."""
         keys: set[str] = set()
+        groups = list_widgets()
         for key in self.fixed:
-            keys.update(LIST_WIDGETS.get(key, (key,)))
+            keys.update(groups.get(key, (key,)))
         return frozenset(keys)
 
     def widget_cap(self, widget_key: str) -> float | None:
         """The largest value the Train page's widget `widget_key` may take (None: no cap)."""
-        if widget_key.startswith("model.width_"):
-            return self.caps.get("model.hidden")
-        if widget_key.startswith("model.channels_"):
-            return self.caps.get("model.conv_channels")
-        return self.caps.get(widget_key)
+        return self.caps.get(layer_field(widget_key) or widget_key)
 
     def describe(self) -> list[str]:
         """One line per rule, for the page that shows students what is fixed."""
