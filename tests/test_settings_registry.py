@@ -11,7 +11,7 @@ import pytest
 
 from dlcore import cli, config, formstate, querystate
 from dlcore.config import ConfigError, RunConfig, TrainConfig, setting, setting_label
-from dlcore.lessons import LESSONS_BY_ID, lesson_run_table
+from dlcore.lessons import LESSONS, lesson_run_table
 from dlcore.setting import describe, used_if
 
 CLIP = "train.grad_clip"
@@ -102,7 +102,7 @@ def _row(run_id: int, config_: RunConfig, drop: tuple[str, ...] = ()) -> dict:
 
 
 def test_a_run_recorded_before_a_field_existed_still_matches_its_lesson() -> None:
-    lesson = LESSONS_BY_ID["lr"]
+    lesson = next(lesson for lesson in LESSONS if lesson.id == "lr")
     bad = lesson.runs[0].config
     # Run 2 was recorded before label smoothing and patience existed: its row has no such columns
     # (NaN once other runs have them); run 3 set label smoothing, so it is not this lesson's.
@@ -113,7 +113,7 @@ def test_a_run_recorded_before_a_field_existed_still_matches_its_lesson() -> Non
 
 
 def test_an_old_run_matches_a_lesson_after_a_field_is_added(clipping: type) -> None:
-    lesson = LESSONS_BY_ID["ex1"]
+    lesson = next(lesson for lesson in LESSONS if lesson.id == "ex1")
     recorded = _row(1, lesson.runs[0].config)  # recorded before gradient clipping existed
     assert CLIP not in recorded
     assert CLIP in lesson.runs[0].config.replace().flat()  # the lesson's config, upgraded
