@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
+from PIL import Image
 
 from app_pages import common
 from dlcore.data import DATASETS, choice_label, download_dataset
@@ -13,7 +15,17 @@ from dlcore.devices import available_devices, describe_device
 from dlcore.querystate import dataset_from_query
 from dlcore.text import markdown_literal
 
-st.set_page_config(page_title="DL Lab", page_icon=":material/psychology:", layout="wide")
+
+def app_icon() -> Image.Image:
+    """The tab's icon: a 4x4 grid of red and blue weights, like the Learned features page. Drawn
+    here, not a :material/...: icon or an emoji: those the browser fetches from Google's or
+    Twemoji's servers, and a classroom may have no internet."""
+    cells = np.array([[1, -1, 1, 1], [-1, 1, -1, 1], [1, 1, -1, -1], [-1, 1, 1, -1]])
+    colours = np.where(cells[..., None] > 0, (33, 102, 172), (178, 24, 43)).astype(np.uint8)
+    return Image.fromarray(np.kron(colours, np.ones((8, 8, 1), dtype=np.uint8)))  # 32x32 RGB
+
+
+st.set_page_config(page_title="DL Lab", page_icon=app_icon(), layout="wide")
 
 HERE = Path(__file__).resolve().parent
 PAGE_FILES = [

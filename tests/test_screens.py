@@ -1,6 +1,7 @@
 """Every page in a real browser after a short run: a full-page screenshot of each (in the folder
-DLLAB_SCREENSHOT_DIR names, else a temporary one), no exception on any page, and every plotly chart
-on screen with at least one point and a title on each axis it shows.
+DLLAB_SCREENSHOT_DIR names, else a temporary one), no exception on any page, every plotly chart
+on screen with at least one point and a title on each axis it shows, and nothing fetched from
+anywhere but the server (a classroom may have no internet).
 
 Needs Debian's Chromium and playwright (skips without them, fails under CI); see test_browser.py.
 """
@@ -86,6 +87,9 @@ def test_every_page_after_a_short_run(tmp_path):
     with streamlit_server(tmp_path / "home") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        elsewhere: list[str] = []
+        page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(
+            (url, "data:", "blob:")) else None)
         try:
             page.goto(f"{url}/?train.epochs=2&train.train_subset=3000")
             settle(page, "Train a network")
@@ -118,4 +122,5 @@ def test_every_page_after_a_short_run(tmp_path):
             check_page(page, "Train diverged", shots, problems)
         finally:
             browser.close()
+    problems += [f"fetched from outside the server: {u[:200]}" for u in sorted(set(elsewhere))]
     assert not problems, "\n".join(problems)
