@@ -388,9 +388,12 @@ def page() -> None:
     with right:
         wanted = S.get("dataset", dataset.name)
         if wanted != dataset.name:  # said before Train is pressed, not found out after
+            total = len(dataset.train_y)
+            subset = config.train.train_subset if config is not None else 0
+            images = (f"{numbers.count(subset)} of its {numbers.count(total)}" if 0 < subset < total
+                      else numbers.count(total))
             text = (f"{common.dataset_title(wanted)} is not available here (see the sidebar): "
-                    f"Train uses {common.dataset_title(dataset.name)}, "
-                    f"{len(dataset.train_y):,} training images.")
+                    f"Train uses {common.dataset_title(dataset.name)}, {images} training images.")
             # The sample of the same dataset is a caption; another dataset altogether, a warning.
             (st.caption if dataset.name == f"{wanted}-sample" else st.warning)(text)
         job = common.current_job()

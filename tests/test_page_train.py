@@ -168,3 +168,6 @@ def test_train_says_which_data_it_will_use_before_it_starts(tmp_path, monkeypatc
     notes = [w.value for w in at.sidebar.warning]
     assert len(notes) == 1 and "--data-dir" not in notes[0] and "Download" in notes[0]
     assert notes[0].count("(") == notes[0].count(")")
+    at.select_slider(key="train.train_subset").set_value(3000).run()
+    assert any("Train uses MNIST sample (bundled), 3,000 of its 10,000 training images." in w.value
+               for w in at.warning), [w.value for w in at.warning]
