@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,20 @@ def test_every_benchmark_runs_as_a_module_from_the_project_folder() -> None:
         run = subprocess.run([sys.executable, "-m", f"bench.{bench.stem}", "--help"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0 and "usage:" in run.stdout, (bench.name, run.stderr[-2000:])
+
+
+def test_the_readmes_what_is_where_names_every_folder() -> None:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    folders = set()
+    for path in listed.stdout.split():
+        parts = path.split("/")[:-1]
+        if parts:
+            folders.add(parts[0] + "/")
+        if parts[:1] == ["dlcore"] and len(parts) > 1:
+            folders.add(f"dlcore/{parts[1]}/")
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## What is where", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([^`]+/)` \|", table, flags=re.M))
+    assert named == folders
