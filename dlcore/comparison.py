@@ -22,7 +22,7 @@ from torch import nn
 from dlcore import numbers
 from dlcore.baselines import BaselineResult, ForestParams, feature_names, fit_forest
 from dlcore.config import RunConfig, setting_label
-from dlcore.dataset import Dataset, split_train
+from dlcore.dataset import Dataset, split_sizes
 from dlcore.inspection import RunView
 from dlcore.metrics import confusion, per_class_accuracy
 from dlcore.models import first_weight_layer
@@ -52,8 +52,7 @@ class ForestSplit:
 def forest_split(config: RunConfig) -> ForestSplit:
     """The network's split: its subset and seed, and its validation part only with early stopping."""
     cfg = config.train
-    return ForestSplit(int(cfg.train_subset), float(cfg.val_fraction) if cfg.early_stopping else 0.0,
-                       int(cfg.seed))
+    return ForestSplit(int(cfg.train_subset), float(cfg.held_out), int(cfg.seed))
 
 
 def fit_key(dataset: Dataset, split: ForestSplit) -> tuple:
@@ -106,9 +105,7 @@ def network_predict_seconds(view: RunView, repeats: int = 1) -> float:
 def network_train_size(view: RunView) -> int:
     """How many images the network trained on (its split's training part)."""
     cfg = view.config.train
-    split = split_train(len(view.dataset.train_y), cfg.train_subset,
-                        cfg.val_fraction if cfg.early_stopping else 0.0, cfg.seed)
-    return len(split.train)
+    return split_sizes(len(view.dataset.train_y), cfg.train_subset, cfg.held_out)[0]
 
 
 # ---------------------------------------------------------------- tables

@@ -139,6 +139,12 @@ class TrainConfig(_Described):
     device: str = field(default="auto", metadata=describe(
         "Device", widget="sidebar", options=DEVICES))
 
+    @property
+    def held_out(self) -> float:
+        """The share of the kept training images held out for validation: `val_fraction` with
+        early stopping, none without (the one place that rule is written)."""
+        return self.val_fraction if self.early_stopping else 0.0
+
 
 # The config's sections and the dataclass of each: everything derived from the descriptions reads
 # the fields from here, so a test can put an extended dataclass in (monkeypatch.setitem).

@@ -62,7 +62,15 @@ def split_train(num_train: int, subset: int = 0, val_fraction: float = 0.0, seed
     order = torch.randperm(num_train, generator=generator)
     if 0 < subset < num_train:
         order = order[:subset]
-    # At least one image when asked for, so early stopping never silently has nothing to watch.
-    num_val = max(1, int(round(len(order) * val_fraction))) if val_fraction > 0 else 0
-    num_val = min(num_val, len(order) - 1)
+    _, num_val = split_sizes(num_train, subset, val_fraction)
     return Split(train=order[num_val:].sort().values, val=order[:num_val].sort().values)
+
+
+def split_sizes(num_train: int, subset: int = 0, val_fraction: float = 0.0) -> tuple[int, int]:
+    """How many images `split_train` puts in (training, validation), without drawing them: the
+    estimates before a run count the same images the run will use."""
+    kept = subset if 0 < subset < num_train else num_train
+    # At least one image when asked for, so early stopping never silently has nothing to watch.
+    num_val = max(1, int(round(kept * val_fraction))) if val_fraction > 0 else 0
+    num_val = max(0, min(num_val, kept - 1))
+    return kept - num_val, num_val

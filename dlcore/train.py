@@ -142,8 +142,7 @@ def train(
     result = TrainResult("finished", config, dataset.name, _device_name(device), count_params(model))
     result.first_layer.append(_first_layer_snapshot(model))
 
-    split = split_train(len(dataset.train_y), cfg.train_subset,
-                        cfg.val_fraction if cfg.early_stopping else 0.0, cfg.seed)
+    split = split_train(len(dataset.train_y), cfg.train_subset, cfg.held_out, cfg.seed)
     train_x = dataset.train_x[split.train].to(device)
     train_y = dataset.train_y[split.train].to(device)
     val_x = dataset.train_x[split.val].to(device)

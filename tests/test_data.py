@@ -384,3 +384,11 @@ def test_real_mnist():
     assert ds.train_x.shape == (60_000, 1, 28, 28) and ds.test_x.shape == (10_000, 1, 28, 28)
     assert ds.mean[0] == pytest.approx(0.1307, abs=1e-4) and ds.std[0] == pytest.approx(0.3081, abs=1e-4)
     assert elapsed < 10, elapsed
+
+
+def test_split_sizes_count_the_images_split_train_draws():
+    from dlcore.dataset import split_sizes, split_train
+    for num_train, subset, fraction in [(100, 0, 0.0), (100, 0, 0.1), (100, 30, 0.1), (100, 300, 0.2),
+                                        (10, 1, 0.5), (10, 2, 0.01), (1, 0, 0.5), (7, 7, 0.5)]:
+        split = split_train(num_train, subset, fraction, seed=3)
+        assert split_sizes(num_train, subset, fraction) == (len(split.train), len(split.val))

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from dlcore.config import ModelSpec, RunConfig, TrainConfig
+from dlcore.dataset import split_sizes
 from dlcore.models import LayerRow, build_model, describe_layers
 
 # Calibrated on the 2-core CPU (see the module docstring): the element-wise work per output value of
@@ -241,11 +242,7 @@ class RunShape:
 def run_shape(config: RunConfig, num_train: int) -> RunShape:
     """The split and step count `train` uses (dlcore.dataset.split_train, dlcore.steps)."""
     cfg = config.train
-    kept = min(cfg.train_subset, num_train) if cfg.train_subset > 0 else num_train
-    val = 0
-    if cfg.early_stopping and kept > 1:
-        val = min(max(1, round(kept * cfg.val_fraction)), kept - 1)
-    fit = kept - val
+    fit, val = split_sizes(num_train, cfg.train_subset, cfg.held_out)
     batch = max(1, min(cfg.batch_size, fit))
     steps = fit // batch if fit % batch == 1 else math.ceil(fit / batch)
     return RunShape(fit=fit, val=val, steps=steps, batch=batch)

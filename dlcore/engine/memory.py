@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dlcore.config import RunConfig
+from dlcore.dataset import split_sizes
 from dlcore.models import LayerRow, describe_layers
 
 FLOAT_BYTES = 4  # float32 parameters, gradients, optimiser state and activations
@@ -99,11 +100,8 @@ def estimate_memory(config: RunConfig, input_shape: tuple[int, int, int], num_cl
     params = sum(row.params for row in rows)
     features = math.prod(input_shape)
 
-    kept = min(cfg.train_subset, num_train) if cfg.train_subset > 0 else num_train
-    num_val = 0
-    if cfg.early_stopping and kept > 1:
-        num_val = min(max(1, round(kept * cfg.val_fraction)), kept - 1)
-    num_fit = kept - num_val
+    num_fit, num_val = split_sizes(num_train, cfg.train_subset, cfg.held_out)
+    kept = num_fit + num_val
     batch = max(1, min(cfg.batch_size, num_fit))
 
     param_bytes = params * FLOAT_BYTES
