@@ -43,7 +43,9 @@ MAX_UPLOAD_BYTES = MAX_BYTES
 MAX_UPLOAD_PIXELS = MAX_PIXELS
 EXAMPLES = 50
 CANVAS_SIDE = 280
-SOURCES = {"draw": "✏️ Draw", "upload": "📁 Upload a picture", "example": "🖼️ A test image"}
+# Material icons ship with Streamlit; emoji are empty boxes where the machine has no emoji font.
+SOURCES = {"draw": ":material/draw: Draw", "upload": ":material/upload_file: Upload a picture",
+           "example": ":material/image: A test image"}
 
 
 def canvas_input():

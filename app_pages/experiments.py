@@ -254,11 +254,12 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         st.caption(f"This is {whose}: only its owner or the teacher may rename, tag or delete it.")
     running = run["status"] == "running"
     if running and store.recorder_alive(target):
-        st.caption("⏳ This run is still training (in this or another session).")
+        st.caption(":material/hourglass_top: This run is still training (in this or another session).")
     elif running:  # recorded on another machine or by an older DL Lab: cannot be checked here
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.caption("⏳ This run is marked running, but its recorder cannot be checked from here "
-                   "(another machine, or an older DL Lab). If it is stuck, mark it interrupted.")
+        c1.caption(":material/hourglass_top: This run is marked running, but its recorder cannot be "
+                   "checked from here (another machine, or an older DL Lab). If it is stuck, mark it "
+                   "interrupted.")
         c2.button("Mark interrupted", key="experiments.mark_interrupted", disabled=not mine,
                   on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):

@@ -63,3 +63,13 @@ def test_the_readmes_what_is_where_names_every_folder() -> None:
     table = readme.split("## What is where", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"^\| `([^`]+/)` \|", table, flags=re.M))
     assert named == folders
+
+
+def test_no_emoji_in_what_the_app_shows() -> None:
+    """Emoji are empty boxes where the machine has no emoji font (seen on the Try it yourself
+    page's input choices); Streamlit's :material/...: icons ship with it."""
+    emoji = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
+    sources = [ROOT / "app.py", *(ROOT / "app_pages").glob("*.py"), *(ROOT / "dlcore").rglob("*.py")]
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in sources
+             for n, line in enumerate(p.read_text().splitlines(), 1) if emoji.search(line)]
+    assert found == []
