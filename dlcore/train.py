@@ -22,6 +22,7 @@ from torch import nn
 from dlcore.config import RunConfig, TrainConfig
 from dlcore.dataset import Dataset, split_train
 from dlcore.devices import resolve_device
+from dlcore.engine.cpu_threads import CpuThreads
 from dlcore.models import build_model, count_params, first_weight_layer
 from dlcore.steps import EagerStep, make_step
 
@@ -135,6 +136,18 @@ def train(
     emit = on_event or (lambda event: None)
     stop = stop or threading.Event()
     sync_every = sync_every or (1 if device.type == "cpu" else 50)
+    cpu_threads = CpuThreads() if device.type == "cpu" else None
+    try:
+        return _train(config, dataset, device, emit, stop, sync_every, use_cuda_graph, cpu_threads)
+    finally:
+        if cpu_threads is not None:
+            cpu_threads.restore()
+
+
+def _train(config: RunConfig, dataset: Dataset, device: torch.device, emit: Callable[[Event], None],
+           stop: threading.Event, sync_every: int, use_cuda_graph: bool,
+           cpu_threads: CpuThreads | None) -> TrainResult:
+    cfg = config.train
     started = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
@@ -176,6 +189,8 @@ def train(
             if global_step % sync_every and i != steps_per_epoch - 1:
                 continue
             losses = step_fn.read_losses()
+            if cpu_threads is not None:
+                cpu_threads.adjust()
             if loss_limit is None and len(losses):
                 loss_limit = DIVERGE_FACTOR * max(float(losses[0]), math.log(dataset.num_classes))
             bad = np.flatnonzero(~np.isfinite(losses) | (losses > (loss_limit or math.inf)))
