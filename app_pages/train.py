@@ -43,7 +43,7 @@ from dlcore.querystate import (
     link_url,
     should_apply,
 )
-from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, JobSnapshot, TrainingJob
+from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
 from dlcore.runs.policy import ClassPolicy
 
 S = st.session_state
@@ -293,8 +293,7 @@ def draw_status(snap: JobSnapshot) -> None:
         if p is None:
             st.progress(0.0, text="Starting…")
         else:
-            done = ((p.epoch - 1) * p.steps_per_epoch + p.epoch_step) / (p.epochs * p.steps_per_epoch)
-            st.progress(min(done, 1.0), text=(
+            st.progress(snap.done_fraction, text=(
                 f"Epoch {p.epoch}/{p.epochs} · step {p.epoch_step}/{p.steps_per_epoch} · "
                 f"{p.samples_per_s:,.0f} samples/s · ETA {p.eta_s:,.0f} s"))
     elif snap.state == "finished":
@@ -314,13 +313,6 @@ def cached_figure(name: str, key: tuple, build):
         cached = (key, build())
         S[name] = cached
     return cached[1]
-
-
-def redraw_mode(snap: JobSnapshot | None) -> str | None:
-    """How the live panel reruns: often while running, slowly while queued, not at all after."""
-    if snap is None or not snap.active:
-        return None
-    return snap.state
 
 
 def draw_curves(job_id: int, snap: JobSnapshot) -> None:
@@ -345,11 +337,13 @@ def live_panel() -> None:
         st.caption("Press **Train** to start; the curves appear here while it runs.")
         return
     snap = job.snapshot()
+    if snap.end_wait() and job.wait(snap.end_wait()):
+        snap = job.snapshot()
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
         draw_curves(job.id, snap)
-    if S.get("_redraw_mode") != redraw_mode(snap):
-        S["_redraw_mode"] = redraw_mode(snap)
+    if S.get("_redraw_pace") != snap.redraw_seconds:
+        S["_redraw_pace"] = snap.redraw_seconds
         st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow
 
 
@@ -407,9 +401,8 @@ def page() -> None:
             job.stop()
         if active:
             st.caption("Changing settings now applies to the next run, not this one.")
-        mode = redraw_mode(job.snapshot()) if job is not None else None
-        S["_redraw_mode"] = mode
-        pace = {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(mode)
+        pace = job.snapshot().redraw_seconds if job is not None else None
+        S["_redraw_pace"] = pace
         st.fragment(run_every=pace)(live_panel)()
         if config is not None:
             with st.expander("Layer table", expanded=True):

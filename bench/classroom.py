@@ -11,7 +11,11 @@ and then all press Train within a fraction of a second. Printed: when each sessi
 training and finished, counted from the moment the class pressed Train; then the same N runs
 back-to-back headless (`dlcore.train.train` in a fresh interpreter on the config the Train page
 builds: the seed preset with these epochs and training images, on the bundled sample, device auto;
-one 1-epoch warm-up run first, not counted), and the ratio of the two.
+one 1-epoch warm-up run first, not counted), and the ratio of the two; and the median epoch as
+the app's runs recorded it against the headless runs' (what the training itself lost to the class).
+A session counts as training once its progress bar shows an epoch: that bar and the loss curve's
+first point are drawn by the same fragment run, so with one student it is "pressing Train to the
+curve's first point".
 
 While the class trains, the Dropout slider (which changes the next run, not the running one) is
 moved one keyboard step at a time (0.20 <-> 0.25) in each session in turn, among the sessions whose
@@ -90,7 +94,7 @@ for _ in range(args["runs"]):
     started = time.perf_counter()
     result = train(config, dataset)
     runs.append({"seconds": time.perf_counter() - started, "status": result.status,
-                 "device": result.device})
+                 "device": result.device, "epochs": [m.seconds for m in result.history]})
 print("RESULT " + json.dumps({"runs": runs, "config": config.to_dict(), "dataset": dataset.name,
                               "train_images": len(dataset.train_y)}))
 """
@@ -132,6 +136,15 @@ def app_configs(home: str) -> list[dict]:
         with sqlite3.connect(Path(home) / "runs.sqlite") as conn:
             return [json.loads(row[0]) for row in conn.execute("SELECT config FROM runs")]
     except (sqlite3.Error, json.JSONDecodeError, IndexError):
+        return []
+
+
+def app_epoch_seconds(home: str) -> list[float]:
+    """Every epoch's seconds as the app's runs recorded them (empty if unreadable)."""
+    try:
+        with sqlite3.connect(Path(home) / "runs.sqlite") as conn:
+            return [row[0] for row in conn.execute("SELECT seconds FROM epochs")]
+    except sqlite3.Error:
         return []
 
 
@@ -200,6 +213,7 @@ def main() -> int:
     peak = {"server": 0, "children": 0, "n_children": 0}
     lines: list[str] = []
     app_runs: list[dict] = []
+    app_epochs: list[float] = []
     states: list[dict] = []
     server = Server(args.app_dir, env=env, options=options)
     browser = Browser()
@@ -302,6 +316,7 @@ def main() -> int:
                 session.screenshot(args.screenshots / f"classroom-{session.index}.png")
         lines = problems_report(server, sessions)
         app_runs = app_configs(home)
+        app_epochs = app_epoch_seconds(home)
     except gave_up_errors() as exc:
         print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
         if args.screenshots:
@@ -332,6 +347,12 @@ def main() -> int:
               f"{result['runs'][0]['device']}: runs of {', '.join(f'{s:.1f}' for s in seconds)} s "
               f"({', '.join(sorted({r['status'] for r in result['runs']}))})")
         print(f"headless {cpu.line()}")
+        headless_epochs = [e for r in result["runs"] for e in r["epochs"]]
+        if app_epochs and headless_epochs:
+            app_median, headless_median = statistics.median(app_epochs), statistics.median(headless_epochs)
+            print(f"epoch seconds, median: in the app {app_median:.2f} ({len(app_epochs)} epochs), "
+                  f"headless {headless_median:.2f} ({len(headless_epochs)}): the app's epoch "
+                  f"{100 * (app_median / headless_median - 1):+.0f}%")
         same = [c for c in app_runs if c == result["config"]]
         print(f"the app recorded {len(app_runs)} runs, {len(same)} with exactly the headless config")
         for i, config in enumerate(app_runs, 1):

@@ -530,3 +530,31 @@ def test_a_job_past_the_time_limit_is_stopped_with_its_epochs_kept(digits: Datas
     assert run["status"] == "stopped" and "time limit" in run["message"]
     assert (run["owner"], run["owner_name"]) == ("s1", "Ada")
     assert len(store.epochs(snap.run_id)) == len(snap.history)
+
+
+def _snapshot(state: str, epoch: int = 3, eta: float = 0.2, step: int = 150) -> JobSnapshot:
+    progress = BatchProgress(epoch=epoch, epochs=3, step=step, epoch_step=step - 100 * (epoch - 1),
+                             steps_per_epoch=100, loss=0.3, samples_per_s=1000.0, eta_s=eta)
+    return JobSnapshot(state=state, config=RunConfig(), queue_position=None, progress=progress,
+                       history=(), batch_losses=(), message="", run_id=None, result=None)
+
+
+def test_the_redraw_pace_follows_the_state() -> None:
+    assert _snapshot("running").redraw_seconds == jobs_module.REDRAW_SECONDS
+    assert _snapshot("queued").redraw_seconds == jobs_module.QUEUED_REDRAW_SECONDS
+    assert _snapshot("finished").redraw_seconds is None
+
+
+def test_the_done_fraction_counts_steps_of_every_epoch() -> None:
+    assert _snapshot("running", epoch=2, step=150).done_fraction == pytest.approx(0.5)
+    assert _snapshot("queued").done_fraction == 0.0
+    assert replace(_snapshot("running"), progress=None).done_fraction == 0.0
+
+
+def test_a_redraw_waits_for_the_end_only_when_it_comes_within_one_redraw() -> None:
+    assert _snapshot("running", eta=0.2).end_wait() == pytest.approx(
+        0.2 + jobs_module.END_ALLOWANCE_SECONDS)
+    assert _snapshot("running", eta=5.0).end_wait() == 0.0  # later than one redraw
+    assert _snapshot("running", epoch=2, eta=0.1).end_wait() == 0.0  # an epoch's test pass first
+    assert _snapshot("queued", eta=0.1).end_wait() == 0.0
+    assert _snapshot("finished", eta=0.1).end_wait() == 0.0

@@ -3,6 +3,7 @@ place in line, and the downsampled live curve, through the default (process) run
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -14,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from dlcore.config import RunConfig
 from dlcore.data import load_with_fallback
 from dlcore.runs.curve import MAX_POINTS
-from dlcore.runs.jobs import TrainingJob, default_manager
+from dlcore.runs.jobs import JobSnapshot, TrainingJob, default_manager
+from dlcore.train import BatchProgress
 
 
 def metrics(at) -> dict[str, str]:
@@ -173,3 +175,38 @@ def test_train_says_which_data_it_will_use_before_it_starts(tmp_path, monkeypatc
     at.select_slider(key="train.train_subset").set_value(3000).run()
     assert any("Train uses MNIST sample (bundled), 3,000 of its 10,000 training images." in w.value
                for w in at.warning), [w.value for w in at.warning]
+
+
+
+class EndingJob:
+    """A job on its last steps (0.2 s left) that ends 0.3 s after the page first looks at it."""
+
+    id = 999_999
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.timer: threading.Timer | None = None
+
+    def snapshot(self) -> JobSnapshot:
+        if self.timer is None:
+            self.timer = threading.Timer(0.3, self.done.set)
+            self.timer.start()
+        progress = BatchProgress(epoch=3, epochs=3, step=290, epoch_step=90, steps_per_epoch=100,
+                                 loss=0.3, samples_per_s=1000.0, eta_s=0.2)
+        return JobSnapshot(state="finished" if self.done.is_set() else "running",
+                           config=RunConfig(), queue_position=None, progress=progress, history=(),
+                           batch_losses=((290, 0.3),), message="", run_id=None, result=None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def test_a_run_ending_within_a_redraw_shows_finished_when_it_ends(tmp_path, monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    at.session_state["job"] = EndingJob()
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("Finished.") for s in at.success)  # not "Epoch 3/3" a redraw longer

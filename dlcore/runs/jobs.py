@@ -37,6 +37,8 @@ ACTIVE_STATES = ("queued", "running")
 # How often a page redraws a running job (at least once a second), and a queued one (only its place).
 REDRAW_SECONDS = 0.9
 QUEUED_REDRAW_SECONDS = 3.0
+# After a run's last step: the final test pass, the result's trip from the worker and its recording.
+END_ALLOWANCE_SECONDS = 0.5
 
 
 class JobRefused(Exception):
@@ -70,6 +72,31 @@ class JobSnapshot:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def redraw_seconds(self) -> float | None:
+        """How often a page redraws this job: often while it runs, slowly while it waits (only its
+        place in line), not at all once it has ended."""
+        return {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(self.state)
+
+    @property
+    def done_fraction(self) -> float:
+        """How much of the run's steps are done, 0 to 1 (0 before its first reading)."""
+        p = self.progress
+        if p is None or self.state == "queued":
+            return 0.0
+        done = (p.epoch - 1) * p.steps_per_epoch + p.epoch_step
+        return min(1.0, done / max(1, p.epochs * p.steps_per_epoch))
+
+    def end_wait(self) -> float:
+        """Seconds a redraw should wait for the run to end before drawing: its expected time left
+        when that is shorter than one redraw, so "Finished" shows when the run ends rather than up
+        to a redraw later; 0 otherwise."""
+        p = self.progress
+        if self.redraw_seconds != REDRAW_SECONDS or p is None or p.epoch < p.epochs:
+            return 0.0
+        left = p.eta_s + END_ALLOWANCE_SECONDS
+        return left if left <= REDRAW_SECONDS else 0.0
 
 
 @dataclass
