@@ -294,8 +294,7 @@ def learning_curve(dataset: Dataset, config: RunConfig, sizes: Sequence[int | st
 
         def on_event(event, base=base, weight=weight) -> None:
             if isinstance(event, BatchProgress):
-                part = ((event.epoch - 1) * event.steps_per_epoch + event.epoch_step) / max(
-                    event.epochs * event.steps_per_epoch, 1)
+                part = event.fraction_done
             elif isinstance(event, EpochEnd):
                 part = event.metrics.epoch / max(config.train.epochs, 1)
             else:

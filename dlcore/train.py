@@ -60,6 +60,12 @@ class BatchProgress:
     points: tuple[tuple[int, float], ...] = ()
     diverged: tuple[int, float] | None = None
 
+    @property
+    def fraction_done(self) -> float:
+        """How much of the run's steps are done, 0 to 1."""
+        done = (self.epoch - 1) * self.steps_per_epoch + self.epoch_step
+        return min(1.0, done / max(1, self.epochs * self.steps_per_epoch))
+
 
 @dataclass(frozen=True)
 class EpochEnd:

@@ -82,11 +82,9 @@ class JobSnapshot:
     @property
     def done_fraction(self) -> float:
         """How much of the run's steps are done, 0 to 1 (0 before its first reading)."""
-        p = self.progress
-        if p is None or self.state == "queued":
+        if self.progress is None or self.state == "queued":
             return 0.0
-        done = (p.epoch - 1) * p.steps_per_epoch + p.epoch_step
-        return min(1.0, done / max(1, p.epochs * p.steps_per_epoch))
+        return self.progress.fraction_done
 
     def end_wait(self) -> float:
         """Seconds a redraw should wait for the run to end before drawing: its expected time left
