@@ -315,15 +315,25 @@ def cached_figure(name: str, key: tuple, build):
     return cached[1]
 
 
-def draw_curves(job_id: int, snap: JobSnapshot) -> None:
+def draw_loss_curve(job_id: int, snap: JobSnapshot) -> None:
     st.plotly_chart(cached_figure("_loss_figure", (job_id, snap.version),
                                   lambda: batch_loss_figure(snap.batch_losses, diverged=snap.diverged)),
                     key="curve_batch")
+
+
+def epoch_panel() -> None:
+    """The per-epoch figure, in a fragment of its own that redraws less often than the live panel."""
+    job = common.current_job()
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.state == "queued":
+        return
     if snap.result is not None and not snap.history:
         st.caption(f"The run ended ({snap.state}) before its first epoch did, so there are no "
                    "per-epoch curves.")
         return
-    st.plotly_chart(cached_figure("_epoch_figure", (job_id, len(snap.history), snap.result is None),
+    st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history), snap.result is None),
                                   lambda: epoch_curves_figure(
                                       [m.as_dict() for m in snap.history],
                                       snap.result.best_epoch if snap.result else None,
@@ -341,7 +351,7 @@ def live_panel() -> None:
         snap = job.snapshot()
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
-        draw_curves(job.id, snap)
+        draw_loss_curve(job.id, snap)
     if S.get("_redraw_pace") != snap.redraw_seconds:
         S["_redraw_pace"] = snap.redraw_seconds
         st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow
@@ -401,9 +411,10 @@ def page() -> None:
             job.stop()
         if active:
             st.caption("Changing settings now applies to the next run, not this one.")
-        pace = job.snapshot().redraw_seconds if job is not None else None
-        S["_redraw_pace"] = pace
-        st.fragment(run_every=pace)(live_panel)()
+        snap = job.snapshot() if job is not None else None
+        S["_redraw_pace"] = snap.redraw_seconds if snap else None
+        st.fragment(run_every=S["_redraw_pace"])(live_panel)()
+        st.fragment(run_every=snap.epoch_redraw_seconds if snap else None)(epoch_panel)()
         if config is not None:
             with st.expander("Layer table", expanded=True):
                 layer_table(config, dataset)
