@@ -321,19 +321,22 @@ def draw_loss_curve(job_id: int, snap: JobSnapshot) -> None:
                     key="curve_batch")
 
 
-def epoch_panel() -> None:
-    """The per-epoch figure, in a fragment of its own that redraws less often than the live panel."""
-    job = common.current_job()
-    if job is None:
-        return
-    snap = job.snapshot()
+def epoch_key(job_id: int, snap: JobSnapshot) -> tuple | None:
+    """What the per-epoch figure shows: it is redrawn only when this changes."""
+    return None if snap.state == "queued" else (job_id, len(snap.history), snap.result is None)
+
+
+def epoch_panel(job_id: int, snap: JobSnapshot) -> None:
+    """The per-epoch figure, drawn by full runs of the page only: a browser redraws a chart it is
+    sent even when nothing in it changed, so the live panel asks for a full run when an epoch ends
+    instead of sending this figure at every redraw."""
     if snap.state == "queued":
         return
     if snap.result is not None and not snap.history:
         st.caption(f"The run ended ({snap.state}) before its first epoch did, so there are no "
                    "per-epoch curves.")
         return
-    st.plotly_chart(cached_figure("_epoch_figure", (job.id, len(snap.history), snap.result is None),
+    st.plotly_chart(cached_figure("_epoch_figure", epoch_key(job_id, snap),
                                   lambda: epoch_curves_figure(
                                       [m.as_dict() for m in snap.history],
                                       snap.result.best_epoch if snap.result else None,
@@ -352,9 +355,10 @@ def live_panel() -> None:
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
         draw_loss_curve(job.id, snap)
-    if S.get("_redraw_pace") != snap.redraw_seconds:
+    if S.get("_redraw_pace") != snap.redraw_seconds or S.get("_epochs_drawn") != epoch_key(job.id, snap):
         S["_redraw_pace"] = snap.redraw_seconds
-        st.rerun()  # once per change, so the buttons, the redraw pace and other pages follow
+        # Once per change: the buttons, the redraw pace, the per-epoch figure and other pages follow.
+        st.rerun()
 
 
 def page() -> None:
@@ -413,8 +417,10 @@ def page() -> None:
             st.caption("Changing settings now applies to the next run, not this one.")
         snap = job.snapshot() if job is not None else None
         S["_redraw_pace"] = snap.redraw_seconds if snap else None
+        S["_epochs_drawn"] = epoch_key(job.id, snap) if snap else None
         st.fragment(run_every=S["_redraw_pace"])(live_panel)()
-        st.fragment(run_every=snap.epoch_redraw_seconds if snap else None)(epoch_panel)()
+        if snap is not None:
+            epoch_panel(job.id, snap)
         if config is not None:
             with st.expander("Layer table", expanded=True):
                 layer_table(config, dataset)

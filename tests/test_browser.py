@@ -187,6 +187,16 @@ def _drive(page, server: str) -> None:
     counts = sorted({n for n in seen if n > 0})
     assert len(counts) >= 3, f"the loss curve did not gain points over time: {seen}"
 
+    # The per-epoch figure follows the run while it trains, not only once it has finished.
+    during, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline and page.get_by_text("Finished.").count() == 0:
+        during.append(page.evaluate(EPOCH_POINTS))
+        if len({n for n in during if 0 < n < 8}) >= 2:
+            break
+        time.sleep(0.2)
+    assert len({n for n in during if 0 < n < 8}) >= 2, (
+        f"the per-epoch figure did not grow while the run trained: {during}")
+
     page.get_by_text("Finished.").wait_for(timeout=240_000)
     final_step = page.evaluate(CURVE_LAST_STEP)
     assert final_step > moved_at, "training did not go on after the slider moved"

@@ -559,9 +559,3 @@ def test_a_redraw_waits_for_the_end_only_when_it_comes_within_one_redraw() -> No
     assert _snapshot("queued", eta=0.1).end_wait() == 0.0
     assert _snapshot("finished", eta=0.1).end_wait() == 0.0
 
-
-def test_the_epoch_figure_redraws_less_often_than_the_live_curve_and_only_while_running() -> None:
-    running = _snapshot("running")
-    assert running.epoch_redraw_seconds > running.redraw_seconds
-    assert _snapshot("queued").epoch_redraw_seconds is None
-    assert _snapshot("finished").epoch_redraw_seconds is None

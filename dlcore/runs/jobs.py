@@ -37,10 +37,6 @@ ACTIVE_STATES = ("queued", "running")
 # How often a page redraws a running job (at least once a second), and a queued one (only its place).
 REDRAW_SECONDS = 0.9
 QUEUED_REDRAW_SECONDS = 3.0
-# How often the per-epoch figure is redrawn while a job runs. A browser redraws a chart it is sent
-# even when nothing in it changed: measured in Chromium, the two-panel epoch figure at every 0.9 s
-# redraw took a fifth of a core, twice the live loss curve.
-EPOCH_REDRAW_SECONDS = 3.0
 # After a run's last step: the final test pass, the result's trip from the worker and its recording.
 END_ALLOWANCE_SECONDS = 0.5
 
@@ -82,11 +78,6 @@ class JobSnapshot:
         """How often a page redraws this job: often while it runs, slowly while it waits (only its
         place in line), not at all once it has ended."""
         return {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(self.state)
-
-    @property
-    def epoch_redraw_seconds(self) -> float | None:
-        """How often a page redraws this job's per-epoch figure: every few seconds while it runs."""
-        return EPOCH_REDRAW_SECONDS if self.state == "running" else None
 
     @property
     def done_fraction(self) -> float:
