@@ -1,16 +1,16 @@
 """The dataset registry and its loaders: a named folder, the cache, a download, or what ships inside.
 
-Torchvision's datasets (MNIST, Fashion-MNIST, KMNIST, CIFAR-10) are read with a small validating
-reader of their own file formats, from a folder the user names, then from the cache
-(`default_data_dir()`), then, only when asked, from a download. scikit-learn's 8x8 digits and a
-bundled 10,000/2,000 MNIST sample are always there. Nothing is cached in module globals.
+Torchvision's datasets (MNIST, Fashion-MNIST, KMNIST, CIFAR-10) are read from a folder the user
+names, then from the cache (`default_data_dir()`), then, only when asked, from a download with
+torchvision's urls, mirrors and md5 check. Its readers and downloader would drop guarantees kept
+here, so those are ours (each says which). scikit-learn's 8x8 digits and a bundled 10,000/2,000
+MNIST sample are always there. Nothing is cached in module globals.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import http.client
 import io
 import math
@@ -75,11 +75,10 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
 # torchvision's folder under the root (<root>/MNIST/raw) and its class, for the download.
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST",
                 "cifar10": "CIFAR10"}
-# Hosts of torchvision's download urls, probed before anything else so no network fails fast.
-_HOSTS = {"mnist": ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
-          "fashion-mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
-          "kmnist": ("codh.rois.ac.jp",), "cifar10": ("www.cs.toronto.edu",)}
-_HTTPS = {"ossci-datasets.s3.amazonaws.com", "www.cs.toronto.edu"}
+# Hosts and ports of torchvision's urls, probed before its slow import so no network fails fast.
+_HOSTS = {"mnist": (("ossci-datasets.s3.amazonaws.com", 443), ("yann.lecun.com", 80)),
+          "fashion-mnist": (("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),),
+          "kmnist": (("codh.rois.ac.jp", 80),), "cifar10": (("www.cs.toronto.edu", 443),)}
 
 
 class _NotFound(DatasetError):
@@ -99,6 +98,7 @@ def _info(name: str) -> DatasetInfo:
 
 # ---------------------------------------------------------------- file formats
 
+# Not torchvision's read_sn3_pascalvincent_tensor: it reads only uncompressed files, and whole.
 def read_idx(path: Path, ndim: int, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """One IDX file (plain or .gz) of unsigned bytes with `ndim` dimensions, fully validated.
 
@@ -135,14 +135,9 @@ def _read_idx_stream(stream: BinaryIO, path: Path, ndim: int, size: int, packed:
                  else f"more than the {size:,}-byte file can hold")
         raise DatasetError(f"{path}: its header declares dimensions {dims}, {expected:,} data "
                            f"bytes, {limit} (truncated or corrupt).")
-    array = np.empty(expected, np.uint8)
-    filled = 0
-    while filled < expected:
-        chunk = stream.read(min(IDX_CHUNK, expected - filled))
-        if not chunk:
-            break
-        array[filled:filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
-        filled += len(chunk)
+    array, filled = np.empty(expected, np.uint8), 0
+    while filled < expected and (n := stream.readinto(array[filled:filled + IDX_CHUNK])):
+        filled += n
     if filled < expected:
         raise DatasetError(f"{path}: {filled:,} data bytes for dimensions {dims}, expected "
                            f"{expected:,} (truncated or corrupt).")
@@ -185,6 +180,7 @@ def _check_labels(labels: np.ndarray, count: int, info: DatasetInfo, path: Path,
         raise DatasetError(f"{path}: label {int(labels.max())} out of range 0..{len(info.classes) - 1}.")
 
 
+# Not torchvision's CIFAR10: it unpickles batches with pickle.load, which can run code.
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches: dicts, lists and numpy arrays, nothing that can run code."""
 
@@ -410,13 +406,13 @@ def _reachable(name: str, timeout: float) -> bool:
     """Whether a download server of `name` takes a connection within `timeout` seconds in all."""
     ok = threading.Event()
 
-    def probe(host: str) -> None:
+    def probe(address: tuple[str, int]) -> None:
         try:
-            socket.create_connection((host, 443 if host in _HTTPS else 80), timeout=timeout).close()
+            socket.create_connection(address, timeout=timeout).close()
             ok.set()
         except OSError:
             pass
-    threads = [threading.Thread(target=probe, args=(h,), daemon=True) for h in _HOSTS[name]]
+    threads = [threading.Thread(target=probe, args=(a,), daemon=True) for a in _HOSTS[name]]
     for t in threads:
         t.start()
     for t in threads:  # DNS can ignore socket timeouts: a hung probe thread is simply abandoned
@@ -426,17 +422,17 @@ def _reachable(name: str, timeout: float) -> bool:
     return ok.is_set()
 
 
+# Not torchvision's download_url: it has no timeout, reports to tqdm, and writes the file in place.
 def _fetch(url: str, part: Path, md5: str, timeout: float, report: Progress) -> None:
-    digest = hashlib.md5()
+    from torchvision.datasets.utils import calculate_md5
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
             total, done = int(response.headers.get("Content-Length") or 0), 0
             while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
+                done += out.write(chunk)
                 report(done / total if total else 0.0)
-        if digest.hexdigest() != md5:
+        if calculate_md5(part) != md5:
             raise OSError(f"checksum mismatch for {part.name}")
     except (OSError, http.client.HTTPException):
         part.unlink(missing_ok=True)
@@ -479,12 +475,17 @@ def download_dataset(name: str, data_dir: str | Path | None = None, *, timeout: 
     for part, (_, dest, _) in zip(parts, jobs, strict=True):
         part.replace(dest)
     if name == "cifar10":
-        try:
-            with tarfile.open(jobs[0][1], "r:gz") as tar:
-                tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        except (OSError, tarfile.TarError) as exc:
-            raise DatasetError(f"{jobs[0][1]}: cannot unpack ({exc}); {advice}.") from None
-        jobs[0][1].unlink()
-        folder = root / CIFAR_FOLDER
+        folder = _unpack(jobs[0][1], root, advice)
     report(1.0)
     return folder
+
+
+# Not torchvision's extract_archive: it sets no tar filter, so before Python 3.14 links are trusted.
+def _unpack(tarball: Path, root: Path, advice: str) -> Path:
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    except (OSError, tarfile.TarError) as exc:
+        raise DatasetError(f"{tarball}: cannot unpack ({exc}); {advice}.") from None
+    tarball.unlink()
+    return root / CIFAR_FOLDER
