@@ -9,11 +9,11 @@ import streamlit as st
 from PIL import Image
 
 from app_pages import common
-from dlcore.data import DATASETS, choice_label, download_dataset
-from dlcore.dataset import DatasetError
-from dlcore.devices import available_devices, describe_device
-from dlcore.querystate import dataset_from_query
+from dlcore.engine.data import DATASETS, choice_label, download_dataset
+from dlcore.engine.dataset import DatasetError
+from dlcore.engine.devices import available_devices, describe_device
 from dlcore.text import markdown_literal
+from dlcore.views.form import dataset_from_query
 
 
 def app_icon() -> Image.Image:

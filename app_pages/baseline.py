@@ -6,10 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import common
-from dlcore import comparison as cmp
 from dlcore import numbers
-from dlcore.baselines import fit_forest
-from dlcore.config import ConfigError
+from dlcore.engine.baselines import fit_forest
+from dlcore.engine.config import ConfigError
 from dlcore.figures import (
     grouped_bar_figure,
     heatmap_figure,
@@ -17,6 +16,7 @@ from dlcore.figures import (
     log_x_lines_figure,
     ranked_bar_figure,
 )
+from dlcore.views import baseline as cmp
 
 S = st.session_state
 KEEP = dict(persist_state="session")

@@ -9,8 +9,12 @@ import time
 import streamlit as st
 
 from app_pages import common
-from dlcore.config import setting_label
-from dlcore.querystate import (
+from dlcore.engine.config import setting_label
+from dlcore.runs.policy import CAPS, FIXABLE, PolicyError
+from dlcore.runs.roles import NotAllowed
+from dlcore.text import markdown_literal
+from dlcore.views.classroom import job_rows, model_summary, policy_from_form
+from dlcore.views.form import (
     HIDE,
     HIDE_CHOICES,
     hidden_from_query,
@@ -18,10 +22,6 @@ from dlcore.querystate import (
     link_url,
     train_page_url,
 )
-from dlcore.runs.policy import CAPS, FIXABLE, PolicyError
-from dlcore.runs.roles import NotAllowed
-from dlcore.text import markdown_literal
-from dlcore.views.classroom import job_rows, model_summary, policy_from_form
 
 S = st.session_state
 KEEP = dict(persist_state="session")

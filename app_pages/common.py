@@ -15,15 +15,15 @@ import uuid
 
 import streamlit as st
 
-from dlcore.config import PRESETS, RunConfig, setting
-from dlcore.data import DATASETS, load_dataset, load_with_fallback
-from dlcore.dataset import Dataset, DatasetError
-from dlcore.inspection import RunView, view_from_result, view_from_store
+from dlcore.engine.config import PRESETS, RunConfig, setting
+from dlcore.engine.data import DATASETS, load_dataset, load_with_fallback
+from dlcore.engine.dataset import Dataset, DatasetError
 from dlcore.runs.classroom import Classroom
 from dlcore.runs.jobs import JobManager, TrainingJob, default_manager
 from dlcore.runs.roles import Person, display_name, teacher_key
+from dlcore.runs.run_view import RunView, view_from_result, view_from_store
 from dlcore.runs.runners import RunnerError
-from dlcore.store import RunStore
+from dlcore.runs.store import RunStore
 from dlcore.text import hide_paths, markdown_literal
 
 DATASET_CHOICES: tuple[str, ...] = setting("train.dataset").options  # the sidebar's selector

@@ -1,9 +1,9 @@
 """Try it yourself: draw a digit, upload a picture or pick a test image, and see what the network
-makes of it, after the same preprocessing that made MNIST (dlcore.preprocess).
+makes of it, after the same preprocessing that made MNIST (dlcore.views.draw).
 
 Session state: "draw.source", "draw.canvas", "draw.upload", "draw.example" (widgets),
 "draw.input", the uint8 (1, 28, 28) tensor the network was shown (None when there is none), and
-"draw.prepared": (the upload's id, its dlcore.preprocess.Prepared or the refusal's message), so a
+"draw.prepared": (the upload's id, its dlcore.views.draw.Prepared or the refusal's message), so a
 file is decoded once per upload, not on every rerun."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import streamlit as st
 
 from app_pages import common
 from dlcore.figures import image_heatmap, probability_bars
-from dlcore.preprocess import (
+from dlcore.text import markdown_literal
+from dlcore.views.draw import (
     BOX,
     FIELD,
     MAX_BYTES,
@@ -30,7 +31,6 @@ from dlcore.preprocess import (
     prepare_upload,
     to_mnist,
 )
-from dlcore.text import markdown_literal
 
 try:  # a custom component: optional, and its import needs a running Streamlit
     from streamlit_drawable_canvas import st_canvas

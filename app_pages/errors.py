@@ -8,8 +8,8 @@ from functools import partial
 import streamlit as st
 
 from app_pages import common
-from dlcore import visuals
-from dlcore.metrics import confusion, most_confused, per_class_scores
+from dlcore.engine.metrics import confusion, most_confused, per_class_scores
+from dlcore.views import features as visuals
 
 S = st.session_state
 KEEP = dict(persist_state="session")

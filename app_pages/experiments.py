@@ -6,11 +6,11 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import common
-from dlcore import history
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
 from dlcore.runs.roles import NotAllowed
-from dlcore.store import STATUSES, StoreError
+from dlcore.runs.store import STATUSES, StoreError
 from dlcore.text import check_name, markdown_literal
+from dlcore.views import experiments as history
 
 S = st.session_state
 KEEP = dict(persist_state="session")

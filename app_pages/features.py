@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import common
-from dlcore import visuals
+from dlcore.engine.models import layer_activations
 from dlcore.figures import probability_bars
-from dlcore.models import layer_activations
+from dlcore.views import features as visuals
 
 S = st.session_state
 KEEP = dict(persist_state="session")

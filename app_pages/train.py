@@ -1,6 +1,6 @@
 """Train: every setting of the model and its training, the layer table, Train/Stop, live curves.
 
-Every setting lives in the URL's query parameters (dlcore.querystate): a link opens the page with
+Every setting lives in the URL's query parameters (dlcore.views.form): a link opens the page with
 its settings and dataset, and `hide=` names controls it shows fixed. The class's rules (set by the
 teacher on the Class page, kept on the server) show a student's fixed settings disabled and cap the
 others; a link cannot undo them, and the job manager refuses a run that breaks them.
@@ -13,8 +13,8 @@ import streamlit as st
 
 from app_pages import common
 from dlcore import numbers
-from dlcore.config import ConfigError, Setting
-from dlcore.devices import resolve_device
+from dlcore.engine.config import ConfigError, Setting
+from dlcore.engine.devices import resolve_device
 from dlcore.engine.duration import (
     DurationLimitError,
     check_duration,
@@ -23,18 +23,11 @@ from dlcore.engine.duration import (
     format_limit,
 )
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
+from dlcore.engine.models import describe_layers
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
-from dlcore.formstate import (
-    config_from_widgets,
-    dataset_options,
-    flat_values,
-    formatter,
-    page_settings,
-    widget_values,
-    with_value,
-)
-from dlcore.models import describe_layers
-from dlcore.querystate import (
+from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
+from dlcore.runs.policy import ClassPolicy
+from dlcore.views.form import (
     config_from_query,
     config_to_query,
     dataset_from_query,
@@ -43,8 +36,15 @@ from dlcore.querystate import (
     link_url,
     should_apply,
 )
-from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
-from dlcore.runs.policy import ClassPolicy
+from dlcore.views.form_widgets import (
+    config_from_widgets,
+    dataset_options,
+    flat_values,
+    formatter,
+    page_settings,
+    widget_values,
+    with_value,
+)
 
 S = st.session_state
 # A warm worker reports its first step within a few hundredths of a second: wait that long for it
@@ -145,7 +145,7 @@ def choice_slider(label: str, key: str, options: tuple, fmt=str, **kwargs) -> No
 
 def draw_setting(s: Setting, num_train: int) -> None:
     """One setting's widget (a list's count and layer widgets), as its description says
-    (dlcore.config): hidden while a run would not use it, or drawn disabled saying why."""
+    (dlcore.engine.config): hidden while a run would not use it, or drawn disabled saying why."""
     extra: dict = {"help": s.help} if s.help else {}
     if not s.is_used(flat_values(S)):
         if not s.idle_help:

@@ -2,7 +2,7 @@
 
     python -m bench.app_vs_headless [--data-dir ../shared/data/mnist] [--epochs 3] [--device auto]
 
-Headless: `dlcore.train.train` called directly. App: the same config as a job of the app's runner
+Headless: `dlcore.engine.train.train` called directly. App: the same config as a job of the app's runner
 (DLLAB_RUNNER, default a worker process), while this process does what the Train page's fragment
 does every REDRAW_SECONDS (take a
 snapshot, build both plotly figures, serialise them to JSON). Prints the median epoch seconds of each, the
@@ -16,13 +16,13 @@ import statistics
 import sys
 import time
 
-from dlcore.bench import lesson_loop
-from dlcore.config import PRESETS
-from dlcore.data import load_dataset, load_with_fallback
-from dlcore.devices import resolve_device
+from dlcore.cli.bench import lesson_loop
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_dataset, load_with_fallback
+from dlcore.engine.devices import resolve_device
+from dlcore.engine.train import train
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
 from dlcore.runs.jobs import REDRAW_SECONDS, JobManager, TrainingJob
-from dlcore.train import train
 
 
 def headless_epochs(config, dataset) -> list[float]:

@@ -9,7 +9,7 @@ to the bundled 10k MNIST sample) and one Chromium with N sessions (bench/browser
 session sets Epochs (and Training images) by keyboard, waits until the server has taken the setting,
 and then all press Train within a fraction of a second. Printed: when each session's run started
 training and finished, counted from the moment the class pressed Train; then the same N runs
-back-to-back headless (`dlcore.train.train` in a fresh interpreter on the config the Train page
+back-to-back headless (`dlcore.engine.train.train` in a fresh interpreter on the config the Train page
 builds: the seed preset with these epochs and training images, on the bundled sample, device auto;
 one 1-epoch warm-up run first, not counted), and the ratio of the two; and the median epoch as
 the app's runs recorded it against the headless runs' (what the training itself lost to the class).
@@ -74,15 +74,15 @@ SLIDER = ("Dropout", "model.dropout")
 HEADLESS = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
-from dlcore.config import PRESETS
-from dlcore.data import load_with_fallback
-from dlcore.train import train
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_with_fallback
+from dlcore.engine.train import train
 
 dataset, _ = load_with_fallback("mnist")
 changes = {"train.epochs": args["epochs"], "train.train_subset": args["subset"],
            "train.dataset": dataset.name, "train.device": "auto"}
 try:  # what the Train page does with its widgets' values
-    from dlcore.formstate import config_from_widgets, widget_values
+    from dlcore.views.form_widgets import config_from_widgets, widget_values
     values = widget_values(PRESETS["seed"])
     values.update(changes)
     config = config_from_widgets(values)

@@ -15,8 +15,8 @@ import statistics
 import sys
 import time
 
-from dlcore.config import PRESETS
-from dlcore.data import load_dataset, load_with_fallback
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_dataset, load_with_fallback
 from dlcore.runs.jobs import JobManager, TrainingJob
 from dlcore.runs.process_runner import ProcessRunner
 

@@ -8,8 +8,8 @@ echo "== 4 jobs at once on one GPU (process runner) vs one alone"
 timeout 120 python3 -m bench.concurrent_jobs --jobs 4 --epochs 2 --device cuda $dd
 echo "== the CUDA-graph step inside a worker process"
 timeout 60 python3 - <<'PY'
-from dlcore.config import PRESETS
-from dlcore.data import load_with_fallback
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_with_fallback
 from dlcore.runs.jobs import JobManager, TrainingJob
 from dlcore.runs.process_runner import ProcessRunner
 

@@ -1,7 +1,7 @@
-"""`python -m dlcore ...`: see dlcore.cli."""
+"""`python -m dlcore ...`: see dlcore.cli.main."""
 
 import sys
 
-from dlcore.cli import main
+from dlcore.cli.main import main
 
 sys.exit(main())

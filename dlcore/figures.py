@@ -182,7 +182,7 @@ OVERLAY_SPACING = 0.15  # of the figure's width, between the two panels
 def runs_overlay_figure(overlay, labels: dict, split: str = "test") -> go.Figure:
     """Several runs' curves on one figure: accuracy per epoch (left, shown in %) and loss per epoch
     (right), one trace per run and panel, named by the run's label (shown as typed: plotly_literal).
-    `overlay` has columns run, epoch and <split>_acc / <split>_loss (dlcore.history.overlay_frame);
+    `overlay` has columns run, epoch and <split>_acc / <split>_loss (dlcore.views.experiments.overlay_frame);
     the accuracies stay fractions 0..1, their axis and hover written in percent. The panel titles
     are short and dark (PANEL_TITLE), the panels far enough apart that they never touch."""
     shown = SPLIT_STYLE[split][2] if split in SPLIT_STYLE else split
@@ -223,7 +223,7 @@ def accuracy_axis(values: Sequence[float]) -> dict:
 
 def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False) -> go.Figure:
     """One point per run: `field` (x) against final test accuracy (y); selected runs highlighted.
-    `frame` has columns label, x, test_acc, selected (dlcore.history.scatter_data); the labels and
+    `frame` has columns label, x, test_acc, selected (dlcore.views.experiments.scatter_data); the labels and
     category values are shown as typed (plotly_literal)."""
     fig = go.Figure()
     shown_field = plotly_literal(field)
@@ -248,7 +248,7 @@ def config_scatter_figure(frame, field: str, numeric: bool, log_x: bool = False)
     return fig
 
 
-# One colour per model on every figure that compares them (dlcore.comparison's series names):
+# One colour per model on every figure that compares them (dlcore.views.baseline's series names):
 # blue and orange, told apart by colour-blind viewers and on a washed-out projector alike.
 MODEL_COLORS = {"network": "#1f77b4", "random forest": "#ff7f0e"}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from dlcore.data import DATASETS, SAMPLE_PATH, _read_mnist_like
+from dlcore.engine.data import DATASETS, SAMPLE_PATH, _read_mnist_like
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for the random-forest baseline (dlcore.baselines) and its CLI (dlcore.cli_baseline).
+"""Tests for the random-forest baseline (dlcore.engine.baselines) and its CLI (dlcore.cli.baseline).
 
 Fast tests use sklearn's 8x8 digits built into a Dataset here. The real-MNIST check is marked
 `slow`: it runs where ../shared/data/mnist exists (100 trees on 60,000 images take a minute or
@@ -22,9 +22,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dlcore import baselines
-from dlcore.baselines import ForestParams, feature_names, fit_forest, handmade_features
-from dlcore.dataset import Dataset, DatasetError, split_train
+from dlcore.engine import baselines
+from dlcore.engine.baselines import ForestParams, feature_names, fit_forest, handmade_features
+from dlcore.engine.dataset import Dataset, DatasetError, split_train
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -203,19 +203,19 @@ def test_handmade_features(digits: Dataset, tmp_path: Path) -> None:
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path: Path, digits: Dataset):
-    """Parse and run `baseline ...` against a stand-in dlcore.data that serves the digits."""
-    from dlcore import cli_baseline
+    """Parse and run `baseline ...` against a stand-in dlcore.engine.data that serves the digits."""
+    from dlcore.cli import baseline as cli_baseline
 
     def load_dataset(name, data_dir=None):
         if name != "digits":
             raise DatasetError(f"no dataset {name!r} in {data_dir}")
         return digits
 
-    fake = types.ModuleType("dlcore.data")
+    fake = types.ModuleType("dlcore.engine.data")
     fake.load_dataset = load_dataset
     fake.load_with_fallback = lambda name, data_dir=None: (load_dataset(name, data_dir), None)
     fake.CLI_FALLBACK_HINT = "To use the full dataset, pass --data-dir."
-    monkeypatch.setitem(__import__("sys").modules, "dlcore.data", fake)
+    monkeypatch.setitem(__import__("sys").modules, "dlcore.engine.data", fake)
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
     parser = argparse.ArgumentParser(prog="dllab")
     cli_baseline.register(parser.add_subparsers(dest="command"))
@@ -258,8 +258,8 @@ def test_cli_bad_values_exit_2(cli, capsys, argv: list[str]) -> None:
 
 
 def test_cli_with_real_loaders(monkeypatch, tmp_path: Path, capsys) -> None:
-    pytest.importorskip("dlcore.data")
-    from dlcore import cli_baseline
+    pytest.importorskip("dlcore.engine.data")
+    from dlcore.cli import baseline as cli_baseline
 
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
     parser = argparse.ArgumentParser(prog="dllab")
@@ -282,7 +282,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def _load_mnist() -> Dataset:
     try:
-        from dlcore.data import load_dataset
+        from dlcore.engine.data import load_dataset
     except ImportError:
         pass
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlcore.config import RunConfig
+from dlcore.engine.config import RunConfig
 from dlcore.runs.classroom import Classroom
 from dlcore.runs.policy import ClassPolicy, PolicyError, max_job_seconds_from_env
 from dlcore.runs.roles import (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dlcore import cli
-from dlcore.config import PRESETS, ModelSpec, TrainConfig
-from dlcore.store import RunStore
+from dlcore.cli import main as cli
+from dlcore.engine.config import PRESETS, ModelSpec, TrainConfig
+from dlcore.runs.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -196,7 +196,7 @@ def _one_line_code(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int,
 
 def test_an_out_of_memory_run_exits_1_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
-    from dlcore import recording
+    from dlcore.runs import recording
 
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
     failure: list[BaseException] = [MemoryError()]
@@ -226,10 +226,10 @@ def test_an_out_of_memory_run_exits_1_with_one_line(tmp_path: Path, monkeypatch:
 # `python -m dlcore ARGS`, after its imports allowed only 1 GiB more address space.
 CAPPED_CLI = """
 import resource, sys
-import torch, dlcore.data, dlcore.cli
+import torch, dlcore.engine.data, dlcore.cli.main
 size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
-sys.exit(dlcore.cli.main(sys.argv[1:]))
+sys.exit(dlcore.cli.main.main(sys.argv[1:]))
 """
 
 

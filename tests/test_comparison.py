@@ -1,4 +1,4 @@
-"""Tests for dlcore.comparison: the network against the forest on the same split (sklearn digits)."""
+"""Tests for dlcore.views.baseline: the network against the forest on the same split (sklearn digits)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from dlcore import comparison
-from dlcore.baselines import ForestParams, fit_forest, training_indices
-from dlcore.comparison import (
+from dlcore.engine.baselines import ForestParams, fit_forest, training_indices
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_dataset
+from dlcore.engine.dataset import split_train
+from dlcore.engine.train import train
+from dlcore.runs.run_view import view_from_result
+from dlcore.views import baseline as comparison
+from dlcore.views.baseline import (
     FOREST,
     NETWORK,
     ForestSplit,
@@ -29,11 +34,6 @@ from dlcore.comparison import (
     per_class_table,
     top_features,
 )
-from dlcore.config import PRESETS
-from dlcore.data import load_dataset
-from dlcore.dataset import split_train
-from dlcore.inspection import view_from_result
-from dlcore.train import train
 
 TREES = ForestParams(n_estimators=20, random_state=0)
 

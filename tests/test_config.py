@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from dlcore.config import (
+from dlcore.engine.config import (
     DATASET_NAMES,
     PRESETS,
     ConfigError,
@@ -18,7 +18,7 @@ from dlcore.config import (
     RunConfig,
     TrainConfig,
 )
-from dlcore.devices import available_devices, describe_device, resolve_device
+from dlcore.engine.devices import available_devices, describe_device, resolve_device
 
 # Every field of ModelSpec and TrainConfig, with values it must refuse: wrong type, out of range,
 # unknown choice. `test_every_field_has_bad_values` keeps this table complete.
@@ -90,8 +90,8 @@ def test_from_dict_refuses_the_same_bad_values(name: str, value) -> None:
 @pytest.mark.parametrize("name,value", [("model.dropout", 0.95), ("train.lr", 0.0),
                                         ("train.device", "tpu"), ("model.kernel_size", 4)])
 def test_train_refuses_before_anything_starts(name: str, value) -> None:
-    from dlcore.data import load_dataset
-    from dlcore.train import train
+    from dlcore.engine.data import load_dataset
+    from dlcore.engine.train import train
 
     events = []
     config = RunConfig().replace(**{"train.dataset": "digits", name: value})
@@ -201,7 +201,7 @@ def test_devices_auto_is_the_best_present_and_an_absent_one_is_refused() -> None
 
 
 def test_all_training_images_is_the_subset_sliders_right_end() -> None:
-    from dlcore.formstate import subset_options, with_value
+    from dlcore.views.form_widgets import subset_options, with_value
     assert subset_options(10_000) == (100, 300, 1000, 3000, 0)
     assert subset_options(60_000)[-2:] == (30_000, 0)
     assert with_value(subset_options(10_000), 500) == [100, 300, 500, 1000, 3000, 0]

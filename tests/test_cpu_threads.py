@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlcore.config import RunConfig
 from dlcore.engine import cpu_threads
+from dlcore.engine.config import RunConfig
 from dlcore.engine.cpu_threads import CpuThreads
 
 
@@ -77,8 +77,8 @@ def test_never_more_than_given_and_restore_puts_the_count_back(two_threads):
 
 
 def test_train_asks_the_governor_and_restores_the_thread_count(monkeypatch, two_threads):
-    from dlcore import train as train_module
-    from dlcore.data import load_dataset
+    from dlcore.engine import train as train_module
+    from dlcore.engine.data import load_dataset
 
     digits = load_dataset("digits")
 

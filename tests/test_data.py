@@ -1,4 +1,4 @@
-"""dlcore.data: the registry, the validating readers, the sources in order, the fallbacks."""
+"""dlcore.engine.data: the registry, the validating readers, the sources in order, the fallbacks."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlcore import data
-from dlcore.data import (
+from dlcore.engine import data
+from dlcore.engine.data import (
     DATASETS,
     DatasetError,
     choice_label,
@@ -182,7 +182,7 @@ def write_gzip_bomb(folder: Path, gib: int = 1) -> Path:
 # through /proc/self/clear_refs) over the RSS before, and tracemalloc's peak.
 MEMORY_PROBE = """
 import json, resource, sys, tracemalloc
-from dlcore.data import DatasetError, load_dataset
+from dlcore.engine.data import DatasetError, load_dataset
 
 def status(key):
     text = open("/proc/self/status").read()
@@ -387,7 +387,7 @@ def test_real_mnist():
 
 
 def test_split_sizes_count_the_images_split_train_draws():
-    from dlcore.dataset import split_sizes, split_train
+    from dlcore.engine.dataset import split_sizes, split_train
     for num_train, subset, fraction in [(100, 0, 0.0), (100, 0, 0.1), (100, 30, 0.1), (100, 300, 0.2),
                                         (10, 1, 0.5), (10, 2, 0.01), (1, 0, 0.5), (7, 7, 0.5)]:
         split = split_train(num_train, subset, fraction, seed=3)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlcore.config import ModelSpec, RunConfig
-from dlcore.dataset import split_train
 from dlcore.engine import duration
+from dlcore.engine.config import ModelSpec, RunConfig
+from dlcore.engine.dataset import split_train
 from dlcore.engine.duration import (
     DurationLimitError,
     check_duration,
@@ -25,8 +25,8 @@ from dlcore.engine.duration import (
     train_flops_per_sample,
     work_per_sample,
 )
-from dlcore.models import build_model
-from dlcore.steps import make_step
+from dlcore.engine.models import build_model
+from dlcore.engine.steps import make_step
 
 RATE = 1e10  # FLOP/s: any positive number will do where only proportions are checked
 

@@ -104,7 +104,7 @@ def test_a_long_healthy_run_is_a_plain_line() -> None:
 # ------------------------------------------------------------------------- the network against the forest
 
 def test_the_network_and_the_forest_have_one_distinct_colour_on_every_figure() -> None:
-    from dlcore.comparison import FOREST, NETWORK
+    from dlcore.views.baseline import FOREST, NETWORK
 
     assert set(MODEL_COLORS) == {NETWORK, FOREST}
     assert MODEL_COLORS[NETWORK] != MODEL_COLORS[FOREST]
@@ -163,7 +163,7 @@ def test_a_log_axis_labels_each_decade_as_a_plain_number() -> None:
 def _view(first_layer, hidden=(32,)):
     from types import SimpleNamespace
 
-    from dlcore.config import RunConfig
+    from dlcore.engine.config import RunConfig
 
     config = RunConfig().replace(**{"model.hidden": hidden})
     dataset = SimpleNamespace(shape=(1, 4, 4), classes=[str(c) for c in range(10)])
@@ -171,7 +171,7 @@ def _view(first_layer, hidden=(32,)):
 
 
 def test_the_learned_features_colour_scale_is_one_for_every_epoch() -> None:
-    from dlcore.visuals import weight_panel
+    from dlcore.views.features import weight_panel
 
     rng = np.random.default_rng(0)
     snapshots = [rng.normal(scale=s, size=(32, 16)).astype(np.float32) for s in (0.1, 0.5, 2.0)]
@@ -184,7 +184,7 @@ def test_the_learned_features_colour_scale_is_one_for_every_epoch() -> None:
 
 
 def test_units_to_show_never_offers_more_than_the_layer_has() -> None:
-    from dlcore.visuals import units_slider_max
+    from dlcore.views.features import units_slider_max
 
     zeros = np.zeros
     assert units_slider_max(_view([zeros((10, 16))], hidden=(10,))) == 16

@@ -1,4 +1,4 @@
-"""dlcore.history: the Experiments page's computations over RunStore frames."""
+"""dlcore.views.experiments: the Experiments page's computations over RunStore frames."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlcore import history
-from dlcore.config import RunConfig
+from dlcore.engine.config import RunConfig
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
-from dlcore.store import RunStore
+from dlcore.runs.store import RunStore
+from dlcore.views import experiments as history
 
 
 def record(store: RunStore, config: RunConfig, accs=(0.5, 0.7), *, dataset="mnist-sample",
@@ -297,7 +297,7 @@ def test_the_not_applicable_rule_is_how_the_network_is_built(base):
     """A setting counts as unused exactly when changing it leaves the built network the same."""
     import dataclasses
 
-    from dlcore.models import describe_layers
+    from dlcore.engine.models import describe_layers
 
     other = {"hidden": (64,), "conv_channels": (4,), "kernel_size": 5, "pool": False, "dense": 32,
              "activation": "tanh", "dropout": 0.0, "norm": "batch"}

@@ -1,4 +1,4 @@
-"""dlcore.visuals: what the Learned features and Errors pages draw, tested without Streamlit."""
+"""dlcore.views.features: what the Learned features and Errors pages draw, tested without Streamlit."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dlcore import visuals
-from dlcore.config import ModelSpec, RunConfig
-from dlcore.dataset import Dataset
-from dlcore.inspection import RunView
-from dlcore.metrics import cell_indices, confusion
-from dlcore.models import build_model, layer_activations
+from dlcore.engine.config import ModelSpec, RunConfig
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.metrics import cell_indices, confusion
+from dlcore.engine.models import build_model, layer_activations
+from dlcore.runs.run_view import RunView
+from dlcore.views import features as visuals
 
 CLASSES = tuple(str(i) for i in range(4))
 

@@ -15,15 +15,15 @@ import pytest
 
 import dlcore.runs.jobs as jobs_module
 import dlcore.runs.thread_runner as thread_runner_module
-from dlcore.config import ConfigError, RunConfig
-from dlcore.data import load_dataset
-from dlcore.dataset import Dataset
+from dlcore.engine.config import ConfigError, RunConfig
+from dlcore.engine.data import load_dataset
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.train import BatchProgress
 from dlcore.runs.jobs import JobManager, JobRefused, JobSnapshot, TrainingJob, expected_wait
 from dlcore.runs.policy import ClassPolicy
 from dlcore.runs.roles import Person
 from dlcore.runs.runner import DatasetSource
-from dlcore.store import RunStore
-from dlcore.train import BatchProgress
+from dlcore.runs.store import RunStore
 
 SMALL = {"train.dataset": "digits", "model.hidden": (32,), "train.batch_size": 32,
          "train.epochs": 2, "train.device": "cpu"}
@@ -447,8 +447,8 @@ def test_a_workers_stop_word_ends_its_run_within_one_step(digits: Dataset) -> No
     """What a worker process trains with: the shared stop word, read every step, meant for one job."""
     import multiprocessing as mp
 
+    from dlcore.engine.train import train
     from dlcore.runs.process_runner import _SharedStop
-    from dlcore.train import train
 
     word = mp.get_context("spawn").RawValue("q", 0)
     seen: list[int] = []

@@ -33,7 +33,8 @@ def test_dlcore_is_a_package_the_readme_installs() -> None:
 
 
 def test_dlcore_imports_from_any_folder(tmp_path) -> None:
-    run = subprocess.run([sys.executable, "-c", "import dlcore.data as d; print(d.SAMPLE_PATH.is_file())"],
+    run = subprocess.run([sys.executable, "-c",
+                          "import dlcore.engine.data as d; print(d.SAMPLE_PATH.is_file())"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:] + "\n(install it: pip install -e .)"
     assert run.stdout.strip() == "True"

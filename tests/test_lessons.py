@@ -10,18 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dlcore.config import PRESETS, ModelSpec, RunConfig, TrainConfig
-from dlcore.data import load_with_fallback
-from dlcore.formstate import (
-    BATCH_OPTIONS,
-    LR_OPTIONS,
-    SUBSET_OPTIONS,
-    WIDTH_OPTIONS,
-    config_from_widgets,
-    widget_values,
-)
-from dlcore.lessons import LESSONS, Lesson, epochs_note, lesson_run_table
-from dlcore.querystate import (
+from dlcore.engine.config import PRESETS, ModelSpec, RunConfig, TrainConfig
+from dlcore.engine.data import load_with_fallback
+from dlcore.views.form import (
     CONTROL_KEYS,
     QUERY_KEYS,
     config_from_query,
@@ -33,7 +24,16 @@ from dlcore.querystate import (
     should_apply,
     train_page_url,
 )
-from dlcore.stepthrough import Stepper, settings_text, step_table
+from dlcore.views.form_widgets import (
+    BATCH_OPTIONS,
+    LR_OPTIONS,
+    SUBSET_OPTIONS,
+    WIDTH_OPTIONS,
+    config_from_widgets,
+    widget_values,
+)
+from dlcore.views.lessons import LESSONS, Lesson, epochs_note, lesson_run_table
+from dlcore.views.stepthrough import Stepper, settings_text, step_table
 
 SEED = PRESETS["seed"]
 
@@ -273,10 +273,10 @@ def test_steps_continue_on_the_same_batch_and_match_dlcore_train_init(sample):
     config = sgd(0.05, **{"model.norm": "batch"})
     stepper = Stepper(config, sample, batch_size=32, seed=2)
     torch.manual_seed(config.train.seed)
-    from dlcore.models import build_model
+    from dlcore.engine.models import build_model
     fresh = build_model(config.model, sample.shape, sample.num_classes)
     for a, b in zip(fresh.parameters(), stepper.model.parameters(), strict=True):
-        assert torch.equal(a, b)  # the weights dlcore.train starts from
+        assert torch.equal(a, b)  # the weights dlcore.engine.train starts from
     reports = [stepper.step() for _ in range(5)]
     assert [r.step for r in reports] == [1, 2, 3, 4, 5]
     assert reports[-1].loss_before < reports[0].loss_before
@@ -297,7 +297,7 @@ def test_cnn_step_and_a_blow_up(sample):
 def test_a_blow_up_is_diverged_by_dlcore_trains_own_rule(sample):
     """Issue: the one-step view showed a loss of 306252160.0000 with a green (good) down arrow:
     it had come down from 1.2 billion. The report says such a step diverged."""
-    from dlcore.train import DIVERGE_FACTOR
+    from dlcore.engine.train import DIVERGE_FACTOR
     stepper = Stepper(SEED.replace(**{"train.lr": 10.0}), sample)
     reports = [stepper.step() for _ in range(3)]
     first = reports[0].loss_before
@@ -311,7 +311,7 @@ def test_a_blow_up_is_diverged_by_dlcore_trains_own_rule(sample):
 
 
 def test_a_loss_that_is_not_finite_is_diverged():
-    from dlcore.stepthrough import StepReport
+    from dlcore.views.stepthrough import StepReport
     report = StepReport(2, 32, "sgd", 10.0, 2.3, float("nan"), 0.1, 0.1, (), loss_limit=115.0)
     assert not report.finite and report.diverged
 

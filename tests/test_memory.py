@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcore.config import RunConfig
+from dlcore.engine.config import RunConfig
 from dlcore.engine.memory import (
     CPU_OVERHEAD,
     MemoryEstimate,
@@ -24,7 +24,7 @@ from dlcore.engine.memory import (
     parse_bytes,
     total_ram,
 )
-from dlcore.models import build_model, count_params
+from dlcore.engine.models import build_model, count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ((1, 28, 28), 10, 60_000, 10_000)
@@ -213,9 +213,9 @@ CHILD = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
     torch.set_num_threads(1)  # steady on a busy machine; more threads change little here
-    from dlcore.config import RunConfig
-    from dlcore.dataset import Dataset
-    from dlcore.train import train
+    from dlcore.engine.config import RunConfig
+    from dlcore.engine.dataset import Dataset
+    from dlcore.engine.train import train
 
     def peak():
         # VmHWM, this process image's own peak: ru_maxrss carries over across exec from the forked

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcore.config import ConfigError, ModelSpec
-from dlcore.models import (
+from dlcore.engine.config import ConfigError, ModelSpec
+from dlcore.engine.models import (
     build_model,
     count_params,
     describe_layers,

@@ -7,7 +7,7 @@ from apphelpers import chart_keys, chart_spec, start_app, train_run
 from streamlit.testing.v1 import AppTest
 
 from dlcore import numbers
-from dlcore.baselines import ForestParams, fit_forest
+from dlcore.engine.baselines import ForestParams, fit_forest
 
 
 def table(at: AppTest):

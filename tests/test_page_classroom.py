@@ -12,7 +12,7 @@ from apphelpers import APP, train_run
 from streamlit.testing.v1 import AppTest
 
 from app_pages import common
-from dlcore.store import RunStore
+from dlcore.runs.store import RunStore
 
 KEY = "correct horse battery staple"
 

@@ -11,9 +11,9 @@ from apphelpers import chart_spec, plotly_array, start_app, train_run
 from PIL import ImageFile
 from test_preprocess import blank_png, stroke_image
 
-from dlcore import preprocess
-from dlcore.inspection import view_from_result
-from dlcore.preprocess import decode_image, image_to_png, predict, to_mnist
+from dlcore.runs.run_view import view_from_result
+from dlcore.views import draw as preprocess
+from dlcore.views.draw import decode_image, image_to_png, predict, to_mnist
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from apphelpers import chart_spec, plotly_array, start_app, train_run
 
-from dlcore.metrics import cell_indices, most_confused
+from dlcore.engine.metrics import cell_indices, most_confused
 
 
 @pytest.fixture(scope="module")

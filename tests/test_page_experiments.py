@@ -12,8 +12,8 @@ import pytest
 from apphelpers import APP, click_train, plotly_array, start_app
 from streamlit.testing.v1 import AppTest
 
-from dlcore.config import RunConfig
-from dlcore.store import RunStore
+from dlcore.engine.config import RunConfig
+from dlcore.runs.store import RunStore
 from dlcore.text import markdown_literal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,7 +397,7 @@ def scatter_points(at: AppTest) -> list[str]:
 
 
 def test_table_headers_and_scatter_axis_are_in_words(mixed_runs):
-    from dlcore.config import setting_label
+    from dlcore.engine.config import setting_label
 
     at, _ = mixed_runs
     frame = table(at)

@@ -10,11 +10,11 @@ from apphelpers import APP, chart_keys, chart_spec
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
-from dlcore.config import PRESETS, ModelSpec, RunConfig, TrainConfig
-from dlcore.formstate import config_from_widgets, widget_values
-from dlcore.lessons import LESSONS, Lesson
-from dlcore.querystate import config_to_query
-from dlcore.store import RunStore
+from dlcore.engine.config import PRESETS, ModelSpec, RunConfig, TrainConfig
+from dlcore.runs.store import RunStore
+from dlcore.views.form import config_to_query
+from dlcore.views.form_widgets import config_from_widgets, widget_values
+from dlcore.views.lessons import LESSONS, Lesson
 
 
 def lesson_by_id(lesson_id: str) -> Lesson:

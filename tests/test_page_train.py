@@ -12,11 +12,11 @@ from apphelpers import APP, chart_keys, chart_spec, click_train, plotly_array, s
 from streamlit.string_util import is_material_icon
 from streamlit.testing.v1 import AppTest
 
-from dlcore.config import RunConfig
-from dlcore.data import load_with_fallback
+from dlcore.engine.config import RunConfig
+from dlcore.engine.data import load_with_fallback
+from dlcore.engine.train import BatchProgress
 from dlcore.runs.curve import MAX_POINTS
 from dlcore.runs.jobs import JobSnapshot, TrainingJob, default_manager
-from dlcore.train import BatchProgress
 
 
 def metrics(at) -> dict[str, str]:

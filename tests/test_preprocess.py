@@ -1,4 +1,4 @@
-"""dlcore.preprocess: drawings and uploads turned into MNIST images, and refusals of bad input."""
+"""dlcore.views.draw: drawings and uploads turned into MNIST images, and refusals of bad input."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFile
 
-from dlcore.config import PRESETS
-from dlcore.data import load_dataset
-from dlcore.inspection import view_from_result
-from dlcore.preprocess import (
+from dlcore.engine.config import PRESETS
+from dlcore.engine.data import load_dataset
+from dlcore.engine.train import train
+from dlcore.runs.run_view import view_from_result
+from dlcore.views.draw import (
     ImageError,
     accepts_shape,
     canvas_to_mnist,
@@ -25,7 +26,6 @@ from dlcore.preprocess import (
     prepare_upload,
     to_mnist,
 )
-from dlcore.train import train
 
 
 def ink_box(image: np.ndarray) -> tuple[int, int]:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from dlcore.config import RunConfig
-from dlcore.data import load_dataset
-from dlcore.dataset import Dataset
-from dlcore.models import build_model
+from dlcore.engine.config import RunConfig
+from dlcore.engine.data import load_dataset
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.models import build_model
 from dlcore.runs.jobs import JobManager, JobSnapshot, TrainingJob
 from dlcore.runs.runner import DatasetSource, JobSpec, RunFailed
 from dlcore.runs.runners import RAY_INSTALL, RunnerError, make_runner
-from dlcore.store import RunStore
+from dlcore.runs.store import RunStore
 
 try:
     import ray

@@ -1,5 +1,5 @@
-"""Each setting is described once, beside its field (dlcore.config, dlcore.setting): a field added
-with its description appears in the widgets, the URL, the CLI's flags and the validation with no
+"""Each setting is described once, beside its field (dlcore.engine.config, dlcore.engine.setting):
+a field added with its description appears in the widgets, the URL, the CLI's flags and the validation with no
 other file touched; a run recorded before a field existed still matches its lesson."""
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from dlcore import cli, config, formstate, querystate
-from dlcore.config import ConfigError, RunConfig, TrainConfig, setting, setting_label
-from dlcore.lessons import LESSONS, lesson_run_table
-from dlcore.setting import describe, used_if
+from dlcore.cli import main as cli
+from dlcore.engine import config
+from dlcore.engine.config import ConfigError, RunConfig, TrainConfig, setting, setting_label
+from dlcore.engine.setting import describe, used_if
+from dlcore.views import form as querystate
+from dlcore.views import form_widgets as formstate
+from dlcore.views.lessons import LESSONS, lesson_run_table
 
 CLIP = "train.grad_clip"
 

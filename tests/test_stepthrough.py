@@ -1,5 +1,5 @@
 """The step-through's step is the engine's: one step of `Stepper` leaves the same weights as one step
-of `dlcore.train`'s step, and as the same step written out in plain PyTorch, on the same batch with
+of `dlcore.engine.train`'s step, and as the same step written out in plain PyTorch, on the same batch with
 the same seed (augmentation, label smoothing, weight decay and each optimiser included)."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import dlcore.train as train_module
-from dlcore.config import PRESETS, RunConfig
-from dlcore.data import load_with_fallback
-from dlcore.dataset import Dataset
-from dlcore.models import build_model
-from dlcore.steps import augment_batch
-from dlcore.stepthrough import Stepper
+import dlcore.engine.train as train_module
+from dlcore.engine.config import PRESETS, RunConfig
+from dlcore.engine.data import load_with_fallback
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.models import build_model
+from dlcore.engine.steps import augment_batch
+from dlcore.views.stepthrough import Stepper
 
 SEED = PRESETS["seed"]
 CPU = torch.device("cpu")
@@ -42,12 +42,12 @@ def sample() -> Dataset:
 
 
 def fresh_model(config: RunConfig, dataset: Dataset) -> nn.Module:
-    torch.manual_seed(config.train.seed)  # as dlcore.train seeds its model
+    torch.manual_seed(config.train.seed)  # as dlcore.engine.train seeds its model
     return build_model(config.model, dataset.shape, dataset.num_classes).train()
 
 
 def engine_step(config: RunConfig, dataset: Dataset, idx: torch.Tensor) -> nn.Module:
-    """One step of the step `dlcore.train` builds, on the images at `idx`."""
+    """One step of the step `dlcore.engine.train` builds, on the images at `idx`."""
     model = fresh_model(config, dataset)
     step = train_module.training_step(model, config.train, dataset, dataset.train_x,
                                       dataset.train_y, CPU, sync_every=1)

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dlcore import cli_runs
-from dlcore.config import RunConfig
-from dlcore.store import SCHEMA_VERSION, RunStore, StoreError
+from dlcore.cli import runs as cli_runs
+from dlcore.engine.config import RunConfig
+from dlcore.runs.store import SCHEMA_VERSION, RunStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = RunConfig().replace(**{"model.hidden": (64, 32), "train.lr": 0.01}).to_dict()
@@ -135,7 +135,7 @@ def test_eight_threads_writing_at_once_lose_nothing(store: RunStore) -> None:
 # all the test needs is a child that records a run with 2 epochs and then prints READY.
 RUNNER = textwrap.dedent("""
     import time
-    from dlcore.store import RunStore
+    from dlcore.runs.store import RunStore
     store = RunStore()
     run_id = store.start_run({"model": {}, "train": {}}, dataset="digits", device="cpu")
     store.add_epoch(run_id, {"epoch": 1, "train_loss": 0.9})

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import dlcore.train as train_module
-from dlcore.config import PRESETS, RunConfig
-from dlcore.data import load_dataset
-from dlcore.dataset import Dataset, split_train
-from dlcore.models import build_model
-from dlcore.steps import augment_batch
-from dlcore.train import BatchProgress, EpochEnd, input_normaliser, train
+import dlcore.engine.train as train_module
+from dlcore.engine.config import PRESETS, RunConfig
+from dlcore.engine.data import load_dataset
+from dlcore.engine.dataset import Dataset, split_train
+from dlcore.engine.models import build_model
+from dlcore.engine.steps import augment_batch
+from dlcore.engine.train import BatchProgress, EpochEnd, input_normaliser, train
 
 SMALL = {"train.dataset": "digits", "model.hidden": (32,), "train.batch_size": 32,
          "train.epochs": 2, "train.device": "cpu"}

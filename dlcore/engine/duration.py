@@ -1,8 +1,8 @@
 """How long a training run will take, worked out before it starts, and the guard that uses it.
 
-The estimate is arithmetic over the network `dlcore.models` builds (its layer table on the meta
+The estimate is arithmetic over the network `dlcore.engine.models` builds (its layer table on the meta
 device, so a network of any size costs nothing to estimate): the work of one image, times the images
-`dlcore.train.train` trains on and evaluates in each epoch, divided by the rate this device reached
+`dlcore.engine.train.train` trains on and evaluates in each epoch, divided by the rate this device reached
 on a short run of the engine's own training step (`measure_speed`, timed once per process), plus a
 fixed cost per step, per epoch and per run.
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dlcore.config import ModelSpec, RunConfig, TrainConfig
-from dlcore.dataset import split_sizes
-from dlcore.models import LayerRow, build_model, describe_layers
+from dlcore.engine.config import ModelSpec, RunConfig, TrainConfig
+from dlcore.engine.dataset import split_sizes
+from dlcore.engine.models import LayerRow, build_model, describe_layers
 
 # Calibrated on the 2-core CPU (see the module docstring): the element-wise work per output value of
 # a weight layer, in FLOPs per pass; and the share of the probe's fastest burst a whole run keeps.
@@ -51,7 +51,7 @@ STEP_OVERHEAD_S = 5e-4  # one step's fixed cost when it is not measured (measure
 EPOCH_OVERHEAD_S = 0.005  # the epoch's randperm, events and first-layer snapshot (measured: 3-4 ms)
 RUN_OVERHEAD_S = 0.02  # building the model, copying the data, the result (measured: about 8 ms)
 
-# measure_speed's two steps, each the engine's own step (dlcore.steps) at batch 64 with Adam: the
+# measure_speed's two steps, each the engine's own step (dlcore.engine.steps) at batch 64 with Adam: the
 # seed MLP on MNIST-sized images (its time is mostly work), and the same layers 8 wide on 4x4
 # images (its time is the fixed cost of a step). The difference gives the rate.
 PROBE_SPEC = ModelSpec()
@@ -139,7 +139,7 @@ def measure_speed(device: str = "cpu", threads: int | None = None) -> DeviceSpee
     with other work that is the speed this one has when it gets the cores, which a short wait finds
     more surely than a mean does; SUSTAINED scales it to what a whole run keeps up.
     """
-    from dlcore.devices import resolve_device
+    from dlcore.engine.devices import resolve_device
 
     resolved = resolve_device(device)
     key = (resolved.type, threads or torch.get_num_threads())
@@ -181,11 +181,11 @@ def _fastest_steps(device: torch.device) -> tuple[float, float]:
 
 def _step_timer(spec: ModelSpec, shape: tuple[int, int, int], device: torch.device
                 ) -> Callable[[], float]:
-    """A function that runs PROBE_CHUNK steps of `dlcore.steps.make_step` (as `train` runs it:
+    """A function that runs PROBE_CHUNK steps of `dlcore.engine.steps.make_step` (as `train` runs it:
     a CUDA graph where it can, losses read back at train's cadence) on random images and returns
     the seconds per step; the warm-up (kernels chosen, thread pools started, the graph captured)
     is done before it is returned."""
-    from dlcore.steps import make_step
+    from dlcore.engine.steps import make_step
 
     generator = torch.Generator().manual_seed(0)
     count = 16 * PROBE_BATCH
@@ -231,7 +231,7 @@ def _synchronize(device: torch.device) -> None:
 
 @dataclass(frozen=True)
 class RunShape:
-    """How many images `dlcore.train.train` trains on and evaluates, and how many steps it takes."""
+    """How many images `dlcore.engine.train.train` trains on and evaluates, and how many steps it takes."""
 
     fit: int  # training images per epoch, after train_subset and the validation split
     val: int  # validation images (early stopping only), evaluated each epoch
@@ -240,7 +240,7 @@ class RunShape:
 
 
 def run_shape(config: RunConfig, num_train: int) -> RunShape:
-    """The split and step count `train` uses (dlcore.dataset.split_train, dlcore.steps)."""
+    """The split and step count `train` uses (dlcore.engine.dataset.split_train, dlcore.engine.steps)."""
     cfg = config.train
     fit, val = split_sizes(num_train, cfg.train_subset, cfg.held_out)
     batch = max(1, min(cfg.batch_size, fit))
@@ -250,7 +250,7 @@ def run_shape(config: RunConfig, num_train: int) -> RunShape:
 
 def estimate_seconds(config: RunConfig, shape: tuple[int, ...], num_classes: int, num_train: int,
                      num_test: int, flops_per_s: float, *, step_s: float = STEP_OVERHEAD_S) -> float:
-    """Seconds `dlcore.train.train` should take for `config` on a dataset of `num_train` training
+    """Seconds `dlcore.engine.train.train` should take for `config` on a dataset of `num_train` training
     and `num_test` test images, on a device doing `flops_per_s` of work (see `work_per_sample`)
     and taking `step_s` per step beyond it (both from `measure_speed`).
 

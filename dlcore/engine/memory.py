@@ -1,10 +1,10 @@
 """How much memory a training run will need, worked out before it starts, and the guard that uses it.
 
-The estimate follows what `dlcore.train.train` and `dlcore.steps` keep alive: the parameters, their
-gradients, the optimiser's state, what one batch leaves for the backward pass (and the transient
-buffers of the worst layer's backward), the dataset on the device, and a fixed allowance for the
-framework itself. Layer shapes come from `dlcore.models.describe_layers` (the meta device), so a
-network of any size is estimated without allocating it.
+The estimate follows what `dlcore.engine.train.train` and `dlcore.engine.steps` keep alive: the
+parameters, their gradients, the optimiser's state, what one batch leaves for the backward pass (and
+the transient buffers of the worst layer's backward), the dataset on the device, and a fixed allowance
+for the framework itself. Layer shapes come from `dlcore.engine.models.describe_layers` (the meta
+device), so a network of any size is estimated without allocating it.
 
 Sizes are decimal throughout: 1 kB = 1000 bytes, 1 MB = 10**6, 1 GB = 10**9. `parse_bytes` also takes
 binary units spelt with an i (KiB, MiB, GiB, TiB).
@@ -18,16 +18,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dlcore.config import RunConfig
-from dlcore.dataset import split_sizes
-from dlcore.models import LayerRow, describe_layers
+from dlcore.engine.config import RunConfig
+from dlcore.engine.dataset import split_sizes
+from dlcore.engine.models import LayerRow, describe_layers
 
 FLOAT_BYTES = 4  # float32 parameters, gradients, optimiser state and activations
 INDEX_BYTES = 8  # int64 labels, batch order and MaxPool2d's saved argmax indices
 MASK_BYTES = 1  # Dropout saves a bool mask beside its output
-EVAL_CHUNK = 2000  # dlcore.train.evaluate's chunk of test (and validation) images
+EVAL_CHUNK = 2000  # dlcore.engine.train.evaluate's chunk of test (and validation) images
 
-# The process itself: the peak resident memory of `import torch, dlcore.train` plus training a
+# The process itself: the peak resident memory of `import torch, dlcore.engine.train` plus training a
 # one-unit MLP for a few steps on 100 images (so everything above is next to nothing). Measured
 # with ru_maxrss on the 2-core Linux machine, torch 2.14.1 (the CUDA wheel run on the CPU):
 # 533 MB after the import, 715-732 MB at the peak (MLP or CNN, Adam or SGD, augmentation or not;
@@ -183,7 +183,7 @@ def _device_type(name: str) -> str:
     """'cpu', 'cuda' or 'mps' for a config's device name; `auto` is the best device present."""
     if name != "auto":
         return name
-    from dlcore.devices import available_devices
+    from dlcore.engine.devices import available_devices
 
     return available_devices()[0]
 
@@ -210,7 +210,7 @@ def memory_limit(device: str = "auto", max_jobs: int | None = None,
         max_jobs = max_jobs_from_env(environ)
     if max_jobs < 1:
         raise ValueError(f"max_jobs (DLLAB_MAX_JOBS) must be at least 1, not {max_jobs}")
-    from dlcore.devices import resolve_device
+    from dlcore.engine.devices import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda":

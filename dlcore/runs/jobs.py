@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlcore.config import RunConfig
-from dlcore.dataset import Dataset
+from dlcore.engine.config import RunConfig
+from dlcore.engine.dataset import Dataset
 from dlcore.engine.duration import DurationLimitError, check_duration, estimate_run_seconds
 from dlcore.engine.memory import MemoryLimitError, check_memory, estimate_memory, memory_limit
-from dlcore.recording import RunRecorder
+from dlcore.engine.train import BatchProgress, EpochEnd, EpochMetrics, TrainResult
 from dlcore.runs.curve import LossCurve
 from dlcore.runs.policy import ClassPolicy, PolicyError
+from dlcore.runs.recording import RunRecorder
 from dlcore.runs.roles import Person
 from dlcore.runs.runner import DatasetSource, JobSpec, RunEvent, RunFailed, Runner, Started
 from dlcore.runs.runners import make_runner
-from dlcore.store import RunStore
-from dlcore.train import BatchProgress, EpochEnd, EpochMetrics, TrainResult
+from dlcore.runs.store import RunStore
 
 ACTIVE_STATES = ("queued", "running")
 # How often a page redraws a running job (at least once a second), and a queued one (only its place).

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 
-from dlcore.dataset import Dataset
+from dlcore.engine.dataset import Dataset
 from dlcore.runs.runner import (
     DIED_MESSAGE,
     JobSpec,
@@ -106,8 +106,8 @@ def _warm_up() -> None:
     are ready before a learner presses Train (measured: the first step of a fresh worker took 1 s)."""
     import torch
 
-    from dlcore.config import ModelSpec
-    from dlcore.models import build_model
+    from dlcore.engine.config import ModelSpec
+    from dlcore.engine.models import build_model
 
     for spec in (ModelSpec(hidden=(8,)), ModelSpec(kind="cnn", conv_channels=(4,), dense=8)):
         model = build_model(spec, (1, 28, 28), 10)

@@ -43,7 +43,8 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dlcore.dataset import Dataset
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.train import TrainResult
 from dlcore.runs.runner import (
     DIED_MESSAGE,
     DatasetSource,
@@ -57,7 +58,6 @@ from dlcore.runs.runner import (
     to_wire,
 )
 from dlcore.runs.runners import RunnerError
-from dlcore.train import TrainResult
 
 LOCAL_OBJECT_STORE = 200 * 1024**2  # bytes: a local instance holds a dataset or two, not a cache
 FLUSH_S = 0.2  # how often a task sends its events (and hears about Stop)
@@ -174,7 +174,7 @@ def _train_job(spec: JobSpec, dataset: Dataset, hub) -> tuple[str, bytes | str]:
 
 def _preload() -> None:
     """Import the training code in a worker, so the first job there does not wait for it."""
-    import dlcore.train  # noqa: F401
+    import dlcore.engine.train  # noqa: F401
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo: seconds
 

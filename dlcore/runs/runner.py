@@ -18,10 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dlcore.config import RunConfig
-from dlcore.dataset import Dataset, DatasetError
-from dlcore.devices import describe_device
-from dlcore.train import BatchProgress, EpochEnd, TrainResult, train
+from dlcore.engine.config import RunConfig
+from dlcore.engine.dataset import Dataset, DatasetError
+from dlcore.engine.devices import describe_device
+from dlcore.engine.train import BatchProgress, EpochEnd, TrainResult, train
 
 DIED_MESSAGE = ("The training process died ({how}): out of memory? Try a smaller batch size or "
                 "network; the other runs carry on.")
@@ -119,7 +119,7 @@ _datasets_lock = threading.Lock()
 
 def load_source(source: DatasetSource) -> Dataset:
     """The dataset `source` names, read once per process (the two most recent are kept)."""
-    from dlcore.data import load_dataset
+    from dlcore.engine.data import load_dataset
 
     with _datasets_lock:
         if source in _datasets:

@@ -24,7 +24,7 @@ def max_jobs_from_env(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     raw = environ.get("DLLAB_MAX_JOBS", "").strip()
     if not raw:
-        from dlcore.devices import available_devices
+        from dlcore.engine.devices import available_devices
 
         return DEFAULT_JOBS_CUDA if "cuda" in available_devices() else DEFAULT_JOBS_CPU
     try:

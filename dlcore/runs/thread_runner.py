@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from dlcore.dataset import Dataset
+from dlcore.engine.dataset import Dataset
 from dlcore.runs.runner import JobSpec, Outcome, RunEvent, failure_text, run_training
 
 

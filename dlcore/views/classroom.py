@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from dlcore.config import RunConfig
+from dlcore.engine.config import RunConfig
 from dlcore.runs.jobs import JobSnapshot, TrainingJob
 from dlcore.runs.policy import CAPS, ClassPolicy
 

@@ -2,9 +2,9 @@
 
 It flows from the widgets to the engine to the store and back to the widgets; nothing else
 re-describes it. Each field carries its one description (`metadata=describe(...)`, see
-dlcore.setting): label, widget, options or range, when a run uses it. `settings()` lists them, and
-validation, the Train page's widgets (dlcore.formstate), links (dlcore.querystate), CLI flags
-(dlcore.cli) and the lessons' run tables (dlcore.lessons) are derived from that list.
+dlcore.engine.setting): label, widget, options or range, when a run uses it. `settings()` lists them, and
+validation, the Train page's widgets (dlcore.views.form_widgets), links (dlcore.views.form), CLI flags
+(dlcore.cli.main) and the lessons' run tables (dlcore.views.lessons) are derived from that list.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from dlcore.setting import ConfigError, Layers, Setting, describe, used_if
+from dlcore.engine.setting import ConfigError, Layers, Setting, describe, used_if
 
 __all__ = ["ConfigError", "ModelSpec", "RunConfig", "Setting", "TrainConfig", "setting",
            "setting_label", "settings"]

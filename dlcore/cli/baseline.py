@@ -16,8 +16,8 @@ import math
 import sys
 from typing import Any
 
-from dlcore.baselines import FEATURE_KINDS, ForestParams, fit_forest
-from dlcore.dataset import DatasetError
+from dlcore.engine.baselines import FEATURE_KINDS, ForestParams, fit_forest
+from dlcore.engine.dataset import DatasetError
 
 
 def register(subparsers: Any) -> None:
@@ -74,7 +74,7 @@ def handler(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc).replace("n_estimators:", "--trees:"), 2)
     try:
-        from dlcore.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
+        from dlcore.engine.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
 
         if args.data_dir:
             dataset = load_dataset(args.dataset, args.data_dir)

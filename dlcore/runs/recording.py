@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from dlcore.config import RunConfig
-from dlcore.dataset import Dataset
-from dlcore.devices import describe_device
-from dlcore.store import RunStore
-from dlcore.train import EpochEnd, Event, TrainResult, train
+from dlcore.engine.config import RunConfig
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.devices import describe_device
+from dlcore.engine.train import EpochEnd, Event, TrainResult, train
+from dlcore.runs.store import RunStore
 
 
 class RunRecorder:

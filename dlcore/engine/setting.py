@@ -1,4 +1,4 @@
-"""What one setting is: its description, kept beside its field in `dlcore.config` (the field's
+"""What one setting is: its description, kept beside its field in `dlcore.engine.config` (the field's
 `metadata["setting"]`), and the checks of a value that follow from it.
 
 A description holds everything the app says or decides about a setting: its label and help text,
@@ -6,7 +6,7 @@ the widget the Train page draws for it (with options, a slider's range or a choi
 its validation range or choices, when a run uses it (shown or drawn disabled otherwise) and, for a
 list field, the count and per-layer widgets that stand for it (its hide group). Validation, the
 widgets, the URL, the CLI flags, the classroom's hide groups and the lessons' run tables are all
-derived from it (`dlcore.config.settings()` lists them). Nothing here imports the config.
+derived from it (`dlcore.engine.config.settings()` lists them). Nothing here imports the config.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Layers:
 
 @dataclass(frozen=True, eq=False)
 class Setting:
-    """One setting's description. `key` and `default` are filled in by `dlcore.config.settings()`
+    """One setting's description. `key` and `default` are filled in by `dlcore.engine.config.settings()`
     from the field it describes."""
 
     label: str  # the learner's name for it, in tables and messages

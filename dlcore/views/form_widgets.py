@@ -1,4 +1,4 @@
-"""The Train page's widgets, derived from the settings' descriptions (dlcore.config.settings()):
+"""The Train page's widgets, derived from the settings' descriptions (dlcore.engine.config.settings()):
 their keys and values as a flat dict, to and from a RunConfig, and what each draws.
 
 Widget keys are config field names ("train.lr", "model.dropout"), except that a list field's
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dlcore.config import RunConfig, Setting, setting, settings
+from dlcore.engine.config import RunConfig, Setting, setting, settings
 
 # Kept for callers that name them; each is a description's choice slider stops.
 WIDTH_OPTIONS: tuple[int, ...] = setting("model.dense").stops

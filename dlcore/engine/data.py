@@ -29,14 +29,14 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from dlcore.dataset import Dataset, DatasetError
-from dlcore.paths import home_dir
+from dlcore.engine.dataset import Dataset, DatasetError
+from dlcore.engine.paths import home_dir
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "default_data_dir",
            "download_dataset", "load_dataset", "load_with_fallback", "read_idx"]
 
 Progress = Callable[[float], None]
-SAMPLE_PATH = Path(__file__).parent / "samples" / "mnist_sample.npz"
+SAMPLE_PATH = Path(__file__).parents[1] / "samples" / "mnist_sample.npz"
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_FOLDER = "cifar-10-batches-py"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dlcore.config import ConfigError
+from dlcore.engine.config import ConfigError
 
 
 def available_devices() -> list[str]:

@@ -1,7 +1,7 @@
 """The Train page's settings as URL query parameters, so a link opens the app with those settings.
 
 The parameter names are the Train page's widget keys ("train.lr", "model.n_hidden", "model.width_0",
-...; see dlcore.formstate). A link names only the settings that differ from RunConfig()'s defaults,
+...; see dlcore.views.form_widgets). A link names only the settings that differ from RunConfig()'s defaults,
 so `config_from_query(config_to_query(c))` gives back `c` (its dataset and device aside: those are
 the sidebar's). `train.dataset=digits` sets the sidebar's dataset when the link opens (the device
 stays the server's). `hide=model.n_hidden,train.lr` is a teacher's classroom link: those controls are
@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
-from dlcore.config import ConfigError, RunConfig, setting, settings
-from dlcore.formstate import config_from_widgets, list_widgets, owner, widget_values
+from dlcore.engine.config import ConfigError, RunConfig, setting, settings
 from dlcore.text import markdown_code, markdown_literal
+from dlcore.views.form_widgets import config_from_widgets, list_widgets, owner, widget_values
 
 HIDE = "hide"
 DATASET = "train.dataset"  # a link's dataset goes to the sidebar's selector, not to a Train control

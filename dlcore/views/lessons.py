@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dlcore.config import PRESETS, RunConfig, settings
-from dlcore.setting import missing
+from dlcore.engine.config import PRESETS, RunConfig, settings
+from dlcore.engine.setting import missing
 
 SEED = PRESETS["seed"]
 CNN = PRESETS["cnn"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from dlcore.paths import home_dir
+from dlcore.engine.paths import home_dir
 
 SCHEMA_VERSION = 3
 STATUSES = ("running", "finished", "stopped", "diverged", "failed", "interrupted")

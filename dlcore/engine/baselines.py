@@ -25,8 +25,8 @@ import sklearn
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
-from dlcore.dataset import Dataset, split_train
-from dlcore.paths import home_dir
+from dlcore.engine.dataset import Dataset, split_train
+from dlcore.engine.paths import home_dir
 
 FEATURE_KINDS = ("pixels", "handmade")
 MAX_FEATURES_NAMES = ("sqrt", "log2")

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcore.config import RunConfig, TrainConfig
-from dlcore.dataset import Dataset, split_train
-from dlcore.devices import resolve_device
+from dlcore.engine.config import RunConfig, TrainConfig
 from dlcore.engine.cpu_threads import CpuThreads
-from dlcore.models import build_model, count_params, first_weight_layer
-from dlcore.steps import EagerStep, make_step
+from dlcore.engine.dataset import Dataset, split_train
+from dlcore.engine.devices import resolve_device
+from dlcore.engine.models import build_model, count_params, first_weight_layer
+from dlcore.engine.steps import EagerStep, make_step
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcore.config import RunConfig
-from dlcore.dataset import Dataset
-from dlcore.models import build_model, count_params, first_weight_layer
-from dlcore.store import RunStore
-from dlcore.train import TrainResult, evaluate, input_normaliser
+from dlcore.engine.config import RunConfig
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.models import build_model, count_params, first_weight_layer
+from dlcore.engine.train import TrainResult, evaluate, input_normaliser
+from dlcore.runs.store import RunStore
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dlcore.store import RunStore, StoreError
+from dlcore.runs.store import RunStore, StoreError
 
 LIST_COLUMNS = ("id", "created", "name", "dataset", "status", "test_acc", "epochs")
 

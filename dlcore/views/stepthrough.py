@@ -1,12 +1,13 @@
 """The training loop one step at a time, on one small batch, for a learner to watch.
 
-Each step is the step `dlcore.train` runs on every batch, called here: `dlcore.train.training_step`
-builds it as `train` does (the same optimiser, input scaling, augmentation and label smoothing) on a
-model built and seeded as `train` builds its own. Around that step this module reads what a learner
-sees: the loss on the batch before and after the update (same batch, same augmentation and dropout
-mask), how large each layer's gradient was and how far its weights moved. It runs on the CPU (one
-batch), where the step is the eager one. `step_table` and `settings_text` write a report and its
-settings for a page, numbers by the one rule of `dlcore.numbers` and settings by their labels.
+Each step is the step `dlcore.engine.train` runs on every batch, called here:
+`dlcore.engine.train.training_step` builds it as `train` does (the same optimiser, input scaling,
+augmentation and label smoothing) on a model built and seeded as `train` builds its own. Around that
+step this module reads what a learner sees: the loss on the batch before and after the update (same
+batch, same augmentation and dropout mask), how large each layer's gradient was and how far its
+weights moved. It runs on the CPU (one batch), where the step is the eager one. `step_table` and
+`settings_text` write a report and its settings for a page, numbers by the one rule of
+`dlcore.numbers` and settings by their labels.
 """
 
 import math
@@ -17,10 +18,10 @@ import torch
 from torch import nn
 
 from dlcore import numbers
-from dlcore.config import RunConfig, setting_label
-from dlcore.dataset import Dataset
-from dlcore.models import build_model
-from dlcore.train import DIVERGE_FACTOR, training_step
+from dlcore.engine.config import RunConfig, setting_label
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.models import build_model
+from dlcore.engine.train import DIVERGE_FACTOR, training_step
 
 CPU = torch.device("cpu")
 
@@ -51,7 +52,7 @@ class StepReport:
     acc_before: float
     acc_after: float
     layers: tuple[LayerStep, ...]
-    # The loss above which dlcore.train stops a run as diverged: DIVERGE_FACTOR times the first
+    # The loss above which dlcore.engine.train stops a run as diverged: DIVERGE_FACTOR times the first
     # step's loss (or ln(classes), if larger). Infinite when the first loss was not finite.
     loss_limit: float = math.inf
 
@@ -79,7 +80,7 @@ def _shape(layer: nn.Module) -> str:
 
 
 class Stepper:
-    """A fresh model, `dlcore.train`'s step for it and one fixed batch; `step()` trains on that batch
+    """A fresh model, `dlcore.engine.train`'s step for it and one fixed batch; `step()` trains on that batch
     once more."""
 
     def __init__(self, config: RunConfig, dataset: Dataset, batch_size: int = 32,
@@ -88,7 +89,7 @@ class Stepper:
         self.config = config
         self.dataset_name = dataset.name
         self.seed = config.train.seed if seed is None else seed
-        torch.manual_seed(config.train.seed)  # the same initial weights as dlcore.train's run
+        torch.manual_seed(config.train.seed)  # the same initial weights as dlcore.engine.train's run
         self.model = build_model(config.model, dataset.shape, dataset.num_classes)
         self.model.train()
         self.step_fn = training_step(self.model, config.train, dataset, dataset.train_x,
@@ -98,7 +99,7 @@ class Stepper:
         self.batch_index = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:batch]
         self.steps = 0
         self.num_classes = dataset.num_classes
-        self.loss_limit = math.inf  # set by the first step, as dlcore.train sets its own
+        self.loss_limit = math.inf  # set by the first step, as dlcore.engine.train sets its own
         self.layers = [(f"{i}: {type(m).__name__}", m) for i, m in enumerate(self.model)
                        if any(True for _ in m.parameters())]
         self._grads: dict[str, list[torch.Tensor]] = {}
@@ -113,7 +114,7 @@ class Stepper:
                               for p in m.parameters()] for name, m in self.layers}
 
     def step(self) -> StepReport:
-        """One step of `dlcore.train` on the batch, and what it did."""
+        """One step of `dlcore.engine.train` on the batch, and what it did."""
         self.steps += 1
         before = {name: [p.detach().clone() for p in m.parameters()] for name, m in self.layers}
         with torch.random.fork_rng(devices=[]):

@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 import torch
 from torch import nn
 
+from dlcore.engine.metrics import cell_indices, confusion
 from dlcore.figures import heatmap_figure, weight_grid_figure
-from dlcore.metrics import cell_indices, confusion
 
 GRID_COLUMNS = 8
 SKIPPED_LAYERS = ("Flatten", "Dropout")  # the input again / the identity in eval mode

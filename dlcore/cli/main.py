@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dlcore.config import PRESETS, SECTIONS, ConfigError, RunConfig, setting, settings
+from dlcore.engine.config import PRESETS, SECTIONS, ConfigError, RunConfig, setting, settings
 from dlcore.text import MAX_NAME_CHARS, check_name
 
 
@@ -38,7 +38,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting (dlcore.config.settings()), e.g. --hidden 512,256 --lr 0.001
+    """One flag per setting (dlcore.engine.config.settings()), e.g. --hidden 512,256 --lr 0.001
     --no-normalize; the setting's label and help say what it is. Values are checked by the
     config's validation, so a bad one names the field."""
     groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
@@ -66,7 +66,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dlcore import cli_baseline, cli_runs
+    from dlcore.cli import baseline as cli_baseline
+    from dlcore.cli import runs as cli_runs
 
     parser = _Parser(prog="python -m dlcore", description="DL Lab engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -97,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_for_cli(name: str, data_dir: str | None):
     """The dataset a command asked for; without a folder, the bundled sample when it is missing."""
-    from dlcore.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
-    from dlcore.dataset import DatasetError
+    from dlcore.engine.data import CLI_FALLBACK_HINT, load_dataset, load_with_fallback
+    from dlcore.engine.dataset import DatasetError
 
     try:
         if data_dir:
@@ -112,9 +113,9 @@ def load_for_cli(name: str, data_dir: str | None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dlcore.recording import train_recorded
-    from dlcore.store import RunStore
-    from dlcore.train import EpochEnd
+    from dlcore.engine.train import EpochEnd
+    from dlcore.runs.recording import train_recorded
+    from dlcore.runs.store import RunStore
 
     try:
         name = check_name(args.name) or None
@@ -123,8 +124,8 @@ def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     dataset = load_for_cli(config.train.dataset, args.data_dir)
     config = config.replace(**{"train.dataset": dataset.name})
-    from dlcore.devices import describe_device
-    from dlcore.models import build_model, count_params
+    from dlcore.engine.devices import describe_device
+    from dlcore.engine.models import build_model, count_params
 
     params = count_params(build_model(config.model, dataset.shape, dataset.num_classes))
     if not args.json:
@@ -164,7 +165,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from dlcore.bench import run_bench
+    from dlcore.cli.bench import run_bench
 
     if args.epochs < 1:
         raise CliError(f"--epochs: {args.epochs} is out of range; allowed 1 or more")
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 for bad input (flags, values, data that cannot be read), 1 for a run that failed (out of
     memory, a file that cannot be written, anything unexpected; DLLAB_TRACEBACK=1 shows the
     traceback of the unexpected)."""
-    from dlcore.dataset import DatasetError
+    from dlcore.engine.dataset import DatasetError
 
     parser = build_parser()
     args = parser.parse_args(argv)

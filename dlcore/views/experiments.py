@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from dlcore.config import setting_label, settings
-from dlcore.store import RunStore, StoreError
+from dlcore.engine.config import setting_label, settings
+from dlcore.runs.store import RunStore, StoreError
 
 CONFIG_PREFIXES = ("model.", "train.")
 OVERLAY_COLUMNS = ("run", "epoch", "test_acc", "test_loss", "val_acc", "val_loss", "train_acc",
@@ -54,7 +54,7 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-# The settings a run uses only in some configs (their descriptions' `used` rule, dlcore.config):
+# The settings a run uses only in some configs (their descriptions' `used` rule, dlcore.engine.config):
 # ModelSpec keeps the MLP and the CNN fields side by side and `kind` picks, SGD alone reads the
 # momentum and early stopping alone the patience and the validation split; the Train page hides or
 # disables those controls alike. Every other setting is always used.

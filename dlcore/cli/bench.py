@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcore.config import PRESETS
-from dlcore.dataset import Dataset
-from dlcore.devices import describe_device, resolve_device
-from dlcore.train import EpochEnd, train
+from dlcore.engine.config import PRESETS
+from dlcore.engine.dataset import Dataset
+from dlcore.engine.devices import describe_device, resolve_device
+from dlcore.engine.train import EpochEnd, train
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

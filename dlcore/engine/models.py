@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dlcore.config import ModelSpec
+from dlcore.engine.config import ModelSpec
 
 ACTIVATION_LAYERS = {
     "relu": nn.ReLU,

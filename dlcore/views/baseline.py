@@ -20,13 +20,13 @@ import pandas as pd
 from torch import nn
 
 from dlcore import numbers
-from dlcore.baselines import BaselineResult, ForestParams, feature_names, fit_forest
-from dlcore.config import RunConfig, setting_label
-from dlcore.dataset import Dataset, split_sizes
-from dlcore.inspection import RunView
-from dlcore.metrics import confusion, per_class_accuracy
-from dlcore.models import first_weight_layer
-from dlcore.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
+from dlcore.engine.baselines import BaselineResult, ForestParams, feature_names, fit_forest
+from dlcore.engine.config import RunConfig, setting_label
+from dlcore.engine.dataset import Dataset, split_sizes
+from dlcore.engine.metrics import confusion, per_class_accuracy
+from dlcore.engine.models import first_weight_layer
+from dlcore.engine.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
+from dlcore.runs.run_view import RunView
 from dlcore.views.classroom import model_summary
 
 NETWORK, FOREST = "network", "random forest"

@@ -1,0 +1,1 @@
+"""`python -m dlcore`: the command line (main.py parses and dispatches)."""
