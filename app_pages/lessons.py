@@ -11,8 +11,7 @@ import streamlit as st
 from app_pages import common
 from dlcore import numbers
 from dlcore.engine.train import DIVERGE_FACTOR
-from dlcore.views.form import config_to_query
-from dlcore.views.form_widgets import widget_values
+from dlcore.views.form import config_to_query, widget_values
 from dlcore.views.lessons import LESSONS, Lesson, LessonRun, epochs_note, lesson_run_table
 from dlcore.views.stepthrough import Stepper, StepReport, settings_text, step_table
 

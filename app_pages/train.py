@@ -29,19 +29,17 @@ from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
 from dlcore.runs.policy import ClassPolicy
 from dlcore.views.form import (
     config_from_query,
+    config_from_widgets,
     config_to_query,
     dataset_from_query,
-    hidden_from_query,
-    link_params,
-    link_url,
-    should_apply,
-)
-from dlcore.views.form_widgets import (
-    config_from_widgets,
     dataset_options,
     flat_values,
     formatter,
+    hidden_from_query,
+    link_params,
+    link_url,
     page_settings,
+    should_apply,
     widget_values,
     with_value,
 )

@@ -82,7 +82,7 @@ dataset, _ = load_with_fallback("mnist")
 changes = {"train.epochs": args["epochs"], "train.train_subset": args["subset"],
            "train.dataset": dataset.name, "train.device": "auto"}
 try:  # what the Train page does with its widgets' values
-    from dlcore.views.form_widgets import config_from_widgets, widget_values
+    from dlcore.views.form import config_from_widgets, widget_values
     values = widget_values(PRESETS["seed"])
     values.update(changes)
     config = config_from_widgets(values)

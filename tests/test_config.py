@@ -201,7 +201,7 @@ def test_devices_auto_is_the_best_present_and_an_absent_one_is_refused() -> None
 
 
 def test_all_training_images_is_the_subset_sliders_right_end() -> None:
-    from dlcore.views.form_widgets import subset_options, with_value
+    from dlcore.views.form import subset_options, with_value
     assert subset_options(10_000) == (100, 300, 1000, 3000, 0)
     assert subset_options(60_000)[-2:] == (30_000, 0)
     assert with_value(subset_options(10_000), 500) == [100, 300, 500, 1000, 3000, 0]

@@ -13,9 +13,14 @@ import torch
 from dlcore.engine.config import PRESETS, ModelSpec, RunConfig, TrainConfig
 from dlcore.engine.data import load_with_fallback
 from dlcore.views.form import (
+    BATCH_OPTIONS,
     CONTROL_KEYS,
+    LR_OPTIONS,
     QUERY_KEYS,
+    SUBSET_OPTIONS,
+    WIDTH_OPTIONS,
     config_from_query,
+    config_from_widgets,
     config_to_query,
     dataset_from_query,
     hidden_from_query,
@@ -23,13 +28,6 @@ from dlcore.views.form import (
     link_url,
     should_apply,
     train_page_url,
-)
-from dlcore.views.form_widgets import (
-    BATCH_OPTIONS,
-    LR_OPTIONS,
-    SUBSET_OPTIONS,
-    WIDTH_OPTIONS,
-    config_from_widgets,
     widget_values,
 )
 from dlcore.views.lessons import LESSONS, Lesson, epochs_note, lesson_run_table

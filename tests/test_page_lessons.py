@@ -12,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from dlcore.engine.config import PRESETS, ModelSpec, RunConfig, TrainConfig
 from dlcore.runs.store import RunStore
-from dlcore.views.form import config_to_query
-from dlcore.views.form_widgets import config_from_widgets, widget_values
+from dlcore.views.form import config_from_widgets, config_to_query, widget_values
 from dlcore.views.lessons import LESSONS, Lesson
 
 

@@ -13,8 +13,7 @@ from dlcore.cli import main as cli
 from dlcore.engine import config
 from dlcore.engine.config import ConfigError, RunConfig, TrainConfig, setting, setting_label
 from dlcore.engine.setting import describe, used_if
-from dlcore.views import form as querystate
-from dlcore.views import form_widgets as formstate
+from dlcore.views import form
 from dlcore.views.lessons import LESSONS, lesson_run_table
 
 CLIP = "train.grad_clip"
@@ -38,27 +37,27 @@ def test_the_description_is_the_fields_metadata_and_names_the_setting() -> None:
     lr = setting("train.lr")
     assert (lr.key, lr.default, lr.label) == ("train.lr", 1e-3, setting_label("train.lr"))
     assert set(config.settings()) == set(RunConfig().flat())
-    assert formstate.LR_OPTIONS == lr.stops and 1e-3 in lr.stops
+    assert form.LR_OPTIONS == lr.stops and 1e-3 in lr.stops
 
 
 def test_a_new_field_is_in_the_widgets(clipping: type) -> None:
-    assert formstate.widget_values(RunConfig())[CLIP] == 0.0
-    values = {**formstate.widget_values(RunConfig()), CLIP: 2.5}
-    assert formstate.config_from_widgets(values).train.grad_clip == 2.5
-    assert [s.key for s in formstate.page_settings("train")][-1] == CLIP  # drawn after the seed
+    assert form.widget_values(RunConfig())[CLIP] == 0.0
+    values = {**form.widget_values(RunConfig()), CLIP: 2.5}
+    assert form.config_from_widgets(values).train.grad_clip == 2.5
+    assert [s.key for s in form.page_settings("train")][-1] == CLIP  # drawn after the seed
     assert setting_label(CLIP) == "Gradient clipping"
 
 
 def test_a_new_field_round_trips_through_a_link(clipping: type) -> None:
     config_ = RunConfig().replace(**{CLIP: 2.5, "train.lr": 0.01})
-    query = querystate.config_to_query(config_)
+    query = form.config_to_query(config_)
     assert query == {CLIP: "2.5", "train.lr": "0.01"}
-    assert querystate.config_from_query(query) == (config_, [])
-    assert querystate.config_to_query(RunConfig()) == {}
-    _, notes = querystate.config_from_query({CLIP: "7"})  # beyond its slider
+    assert form.config_from_query(query) == (config_, [])
+    assert form.config_to_query(RunConfig()) == {}
+    _, notes = form.config_from_query({CLIP: "7"})  # beyond its slider
     assert notes == [f"`{CLIP}=7`: out of range; allowed 0 to 5"]
-    assert CLIP in querystate.control_keys() and CLIP in querystate.hide_choices()
-    assert querystate.hidden_from_query({"hide": CLIP}) == (frozenset({CLIP}), [])
+    assert CLIP in form.control_keys() and CLIP in form.hide_choices()
+    assert form.hidden_from_query({"hide": CLIP}) == (frozenset({CLIP}), [])
 
 
 def test_a_new_field_has_a_cli_flag(clipping: type) -> None:
@@ -91,9 +90,9 @@ def test_a_new_field_drawn_only_when_used(monkeypatch: pytest.MonkeyPatch) -> No
         bases=(TrainConfig,), frozen=True)
     monkeypatch.setitem(config.SECTIONS, "train", extended)
     nesterov = setting("train.nesterov")
-    values = formstate.widget_values(RunConfig())
-    assert not nesterov.is_used(formstate.flat_values(values))
-    assert nesterov.is_used(formstate.flat_values({**values, "train.optimizer": "sgd"}))
+    values = form.widget_values(RunConfig())
+    assert not nesterov.is_used(form.flat_values(values))
+    assert nesterov.is_used(form.flat_values({**values, "train.optimizer": "sgd"}))
     flags = cli.build_parser().parse_args(["train", "--nesterov"])
     assert cli.config_from_args(flags).train.nesterov is True
 

@@ -2,8 +2,8 @@
 
 It flows from the widgets to the engine to the store and back to the widgets; nothing else
 re-describes it. Each field carries its one description (`metadata=describe(...)`, see
-dlcore.engine.setting): label, widget, options or range, when a run uses it. `settings()` lists them, and
-validation, the Train page's widgets (dlcore.views.form_widgets), links (dlcore.views.form), CLI flags
+dlcore.engine.setting): label, widget, options or range, when a run uses it. `settings()` lists
+them, and validation, the Train page's widgets and links (dlcore.views.form), CLI flags
 (dlcore.cli.main) and the lessons' run tables (dlcore.views.lessons) are derived from that list.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlcore.engine.config import ConfigError, RunConfig, setting_label
-from dlcore.views.form_widgets import layer_field, list_widgets
+from dlcore.views.form import layer_field, list_widgets
 
 MAX_JOB_SECONDS_ENV = "DLLAB_MAX_JOB_SECONDS"
 
