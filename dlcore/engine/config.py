@@ -73,7 +73,8 @@ class ModelSpec(_Described):
     hidden: tuple[int, ...] = field(default=(512, 256), metadata=describe(
         "Hidden layer widths", widget="choice_slider", stops=WIDTHS, used=MLP_ONLY,
         layers=Layers("model.n_hidden", "Hidden layers", "model.width_{i}",
-                      "Width of hidden layer {n}", (0, 8), (1, 4096), "hidden layer widths", 128)))
+                      "Width of hidden layer {n}", (0, 8), (1, 4096), "hidden layer widths", 128,
+                      each_label="Width of a hidden layer")))
     activation: str = field(default="relu", metadata=describe(
         "Activation", widget="selectbox", options=ACTIVATIONS, used=_has_hidden_layer,
         idle_help=NO_HIDDEN_LAYER, place=10))
@@ -86,7 +87,8 @@ class ModelSpec(_Described):
     conv_channels: tuple[int, ...] = field(default=(32, 64), metadata=describe(
         "Conv block channels", widget="choice_slider", stops=CHANNELS, used=CNN_ONLY,
         layers=Layers("model.n_blocks", "Conv blocks", "model.channels_{i}",
-                      "Channels of block {n}", (1, 4), (1, 512), "conv block channel counts")))
+                      "Channels of block {n}", (1, 4), (1, 512), "conv block channel counts",
+                      each_label="Channels of a conv block")))
     kernel_size: int = field(default=3, metadata=describe(
         "Kernel size", widget="radio", options=(3, 5), used=CNN_ONLY))
     pool: bool = field(default=True, metadata=describe(
@@ -174,6 +176,33 @@ def settings() -> dict[str, Setting]:
 def setting(key: str) -> Setting:
     """One setting's description by its flat key; KeyError when there is none."""
     return settings()[key]
+
+
+def list_widgets() -> dict[str, tuple[str, ...]]:
+    """A list field's widget keys by the field's key (its hide group): a count and one per layer.
+    The Train page's widget keys are written in the descriptions (a list field's `layers`); these
+    three read them, for the form (dlcore.views.form) and the class's rules (dlcore.runs.policy)."""
+    return {key: s.layers.keys() for key, s in settings().items() if s.layers is not None}
+
+
+def owner(widget_key: str) -> tuple[Setting, str, int | None] | None:
+    """The setting a widget key belongs to and its role there: ("value", None), ("count", None)
+    or ("item", layer index); None for a key that is no widget's."""
+    for s in settings().values():
+        if s.layers is None:
+            if s.key == widget_key:
+                return s, "value", None
+        elif s.layers.count_key == widget_key:
+            return s, "count", None
+        elif s.layers.index(widget_key) is not None:
+            return s, "item", s.layers.index(widget_key)
+    return None
+
+
+def layer_field(widget_key: str) -> str | None:
+    """The list field whose layer widget `widget_key` is ("model.width_2" -> "model.hidden")."""
+    found = owner(widget_key)
+    return found[0].key if found is not None and found[1] == "item" else None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Layers:
     item_range: tuple[int, int]  # what one layer's value may be
     noun: str  # what the items are, for messages: "hidden layer widths"
     fill: int | None = None  # an unused slider's value when the list is empty
+    each_label: str = ""  # any one layer, for a cap on the widest: "Width of a hidden layer"
 
     def item(self, i: int) -> str:
         """The widget key of layer `i` (from 0)."""

@@ -15,20 +15,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlcore.engine.config import ConfigError, RunConfig, setting_label
-from dlcore.views.form import layer_field, list_widgets
+from dlcore.engine.config import (
+    ConfigError,
+    RunConfig,
+    layer_field,
+    list_widgets,
+    setting,
+    setting_label,
+)
 
 MAX_JOB_SECONDS_ENV = "DLLAB_MAX_JOB_SECONDS"
 
-# The settings a teacher may cap, and how the cap reads to a student (a layer list's cap is on
-# its widest layer).
-CAPS: dict[str, str] = {
-    "train.epochs": setting_label("train.epochs"),
-    "train.batch_size": setting_label("train.batch_size"),
-    "model.hidden": "Width of a hidden layer",
-    "model.conv_channels": "Channels of a conv block",
-    "model.dense": setting_label("model.dense"),
-}
+# The settings a teacher may cap, in the order the Class page shows them, and how each cap reads to
+# a student: its label in its description (a layer list's cap is on its widest layer, so it reads
+# as the list's `each_label`).
+CAPPED: tuple[str, ...] = ("train.epochs", "train.batch_size", "model.hidden", "model.conv_channels",
+                           "model.dense")
+
+
+def cap_label(key: str) -> str:
+    """How the cap on setting `key` reads: "Epochs", "Width of a hidden layer"."""
+    s = setting(key)
+    return s.layers.each_label if s.layers is not None and s.layers.each_label else s.label
+
+
+CAPS: dict[str, str] = {key: cap_label(key) for key in CAPPED}
+
 # The settings a teacher may fix: every setting of the Train page but the dataset and device
 # (chosen in the sidebar).
 FIXABLE: tuple[str, ...] = tuple(k for k in RunConfig().flat() if k not in ("train.dataset",

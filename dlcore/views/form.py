@@ -28,7 +28,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
-from dlcore.engine.config import ConfigError, RunConfig, Setting, setting, settings
+from dlcore.engine.config import (
+    ConfigError,
+    RunConfig,
+    Setting,
+    list_widgets,
+    owner,
+    setting,
+    settings,
+)
 from dlcore.text import markdown_code, markdown_literal
 
 # Kept for callers that name them; each is a description's choice slider stops.
@@ -41,37 +49,12 @@ SUBSET_OPTIONS: tuple[int, ...] = setting("train.train_subset").stops
 NOT_ON_PAGE = (None, "sidebar")  # widget kinds the Train page does not draw
 
 
-def list_widgets() -> dict[str, tuple[str, ...]]:
-    """A list field's widget keys by the field's key (its hide group): a count and one per layer."""
-    return {key: s.layers.keys() for key, s in settings().items() if s.layers is not None}
-
-
 LIST_WIDGETS: dict[str, tuple[str, ...]] = list_widgets()
 
 
 def widget_keys(s: Setting) -> tuple[str, ...]:
     """The widget keys that stand for setting `s`."""
     return s.layers.keys() if s.layers is not None else (s.key,)
-
-
-def owner(widget_key: str) -> tuple[Setting, str, int | None] | None:
-    """The setting a widget key belongs to and its role there: ("value", None), ("count", None)
-    or ("item", layer index); None for a key that is no widget's."""
-    for s in settings().values():
-        if s.layers is None:
-            if s.key == widget_key:
-                return s, "value", None
-        elif s.layers.count_key == widget_key:
-            return s, "count", None
-        elif s.layers.index(widget_key) is not None:
-            return s, "item", s.layers.index(widget_key)
-    return None
-
-
-def layer_field(widget_key: str) -> str | None:
-    """The list field whose layer widget `widget_key` is ("model.width_2" -> "model.hidden")."""
-    found = owner(widget_key)
-    return found[0].key if found is not None and found[1] == "item" else None
 
 
 def page_settings(section: str) -> list[Setting]:
