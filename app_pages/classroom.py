@@ -13,7 +13,7 @@ from dlcore.engine.config import setting_label
 from dlcore.runs.policy import CAPS, FIXABLE, PolicyError
 from dlcore.runs.roles import NotAllowed
 from dlcore.text import markdown_literal
-from dlcore.views.classroom import job_rows, model_summary, policy_from_form
+from dlcore.views.classroom import job_rows, policy_from_form
 from dlcore.views.form import (
     HIDE,
     HIDE_CHOICES,
@@ -22,6 +22,7 @@ from dlcore.views.form import (
     link_url,
     train_page_url,
 )
+from dlcore.views.shared import model_summary
 
 S = st.session_state
 KEEP = dict(persist_state="session")

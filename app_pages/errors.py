@@ -9,7 +9,9 @@ import streamlit as st
 
 from app_pages import common
 from dlcore.engine.metrics import confusion, most_confused, per_class_scores
-from dlcore.views import features as visuals
+from dlcore.figures import confusion_click_figure
+from dlcore.views.errors import cell_from_selection, cell_gallery, default_cell, pair_from_row
+from dlcore.views.shared import choice_or, describe_view, view_token
 
 S = st.session_state
 KEEP = dict(persist_state="session")
@@ -26,24 +28,24 @@ def choose(classes: tuple[str, ...], cell: tuple[int, int] | None) -> None:
 
 def on_heatmap_click(classes: tuple[str, ...]) -> None:
     state = S.get("errors.confusion")
-    choose(classes, visuals.cell_from_selection(state.get("selection") if state else None, classes))
+    choose(classes, cell_from_selection(state.get("selection") if state else None, classes))
 
 
 def on_pair_row(classes: tuple[str, ...], pairs: list[tuple[int, int]]) -> None:
     state = S.get("errors.pairs")
-    choose(classes, visuals.pair_from_row(state.get("selection") if state else None, pairs))
+    choose(classes, pair_from_row(state.get("selection") if state else None, pairs))
 
 
 def init_cell(view, classes: tuple[str, ...]) -> None:
     """A new run starts on its most-confused pair; a stale class name falls back to it too."""
-    t, p = visuals.default_cell(view.dataset.test_y.numpy(), view.test_pred, len(classes))
-    token = visuals.view_token(view)
+    t, p = default_cell(view.dataset.test_y.numpy(), view.test_pred, len(classes))
+    token = view_token(view)
     if S.get("errors._token") != token:
         S["errors._token"] = token
         S["errors.true"], S["errors.pred"] = classes[t], classes[p]
-    S["errors.true"] = visuals.choice_or(S.get("errors.true"), classes, classes[t])
-    S["errors.pred"] = visuals.choice_or(S.get("errors.pred"), classes, classes[p])
-    S["errors.normalize"] = visuals.choice_or(S.get("errors.normalize"), list(NORMALIZE), "counts")
+    S["errors.true"] = choice_or(S.get("errors.true"), classes, classes[t])
+    S["errors.pred"] = choice_or(S.get("errors.pred"), classes, classes[p])
+    S["errors.normalize"] = choice_or(S.get("errors.normalize"), list(NORMALIZE), "counts")
 
 
 def gallery_section(view, classes: tuple[str, ...]) -> None:
@@ -52,9 +54,8 @@ def gallery_section(view, classes: tuple[str, ...]) -> None:
     c1.selectbox("True class", classes, key="errors.true", **KEEP)
     c2.selectbox("Predicted class", classes, key="errors.pred", **KEEP)
     t, p = classes.index(S["errors.true"]), classes.index(S["errors.pred"])
-    gallery = visuals.cell_gallery(view.dataset.test_x, view.dataset.test_y.numpy(), view.test_pred,
-                                   view.test_prob, classes, t, p, limit=GALLERY_LIMIT,
-                                   size=IMAGE_SIZE)
+    gallery = cell_gallery(view.dataset.test_x, view.dataset.test_y.numpy(), view.test_pred,
+                           view.test_prob, classes, t, p, limit=GALLERY_LIMIT, size=IMAGE_SIZE)
     S["errors.gallery_indices"] = gallery.indices
     if gallery.total == 0:
         st.caption(gallery.headline(classes))
@@ -70,7 +71,7 @@ view = common.current_view()
 if view is None:
     common.no_run_message()
     st.stop()
-st.caption(visuals.describe_view(view))
+st.caption(describe_view(view))
 
 classes = tuple(view.dataset.classes)
 y_true, y_pred = view.dataset.test_y.numpy(), view.test_pred
@@ -89,7 +90,7 @@ with left:
     rows = S["errors.normalize"] == "rows"
     matrix = confusion(y_true, y_pred, len(classes), normalize=rows)
     cell = (classes.index(S["errors.true"]), classes.index(S["errors.pred"]))
-    figure = visuals.confusion_click_figure(
+    figure = confusion_click_figure(
         matrix, classes, "Confusion matrix: rows true class, columns predicted",
         text_format=".0%" if rows else "d", highlight=cell)
     st.plotly_chart(figure, key="errors.confusion", on_select=partial(on_heatmap_click, classes),

@@ -7,8 +7,15 @@ import streamlit as st
 
 from app_pages import common
 from dlcore.engine.models import layer_activations
-from dlcore.figures import probability_bars
-from dlcore.views import features as visuals
+from dlcore.figures import activation_figure, image_grid_figure, probability_bars
+from dlcore.views.features import (
+    activation_summary,
+    first_block_output,
+    shown_activations,
+    units_slider_max,
+    weight_panel,
+)
+from dlcore.views.shared import choice_or, clamp_int, describe_view, display_image, view_token
 
 S = st.session_state
 KEEP = dict(persist_state="session")
@@ -18,14 +25,14 @@ SORTS = {"norm": "largest weight norm first", "index": "by unit index"}
 def weights_section(view) -> None:
     snapshots = len(view.first_layer)
     last = max(snapshots - 1, 0)
-    token = visuals.view_token(view)
+    token = view_token(view)
     if S.get("features._token") != token:  # another run: start on its trained weights
         S["features._token"] = token
         S["features.epoch"] = last
-    S["features.epoch"] = visuals.clamp_int(S.get("features.epoch"), 0, last, last)
-    most = visuals.units_slider_max(view)
-    S["features.units"] = visuals.clamp_int(S.get("features.units", 32), 16, most, 32) // 16 * 16
-    S["features.sort"] = visuals.choice_or(S.get("features.sort"), list(SORTS), "norm")
+    S["features.epoch"] = clamp_int(S.get("features.epoch"), 0, last, last)
+    most = units_slider_max(view)
+    S["features.units"] = clamp_int(S.get("features.units", 32), 16, most, 32) // 16 * 16
+    S["features.sort"] = choice_or(S.get("features.sort"), list(SORTS), "norm")
 
     conv = view.config.model.kind == "cnn"
     st.header("First conv layer's kernels" if conv else "First-layer weights")
@@ -43,7 +50,7 @@ def weights_section(view) -> None:
                    "so there is no epoch-by-epoch view.")
         epoch = last
 
-    panel = visuals.weight_panel(view, epoch, S["features.units"], S["features.sort"])
+    panel = weight_panel(view, epoch, S["features.units"], S["features.sort"])
     if panel is None:
         st.info("This run kept no first-layer weights to draw.")
         return
@@ -58,7 +65,7 @@ def image_section(view) -> None:
     st.header("One test image through the network")
     dataset = view.dataset
     count = len(dataset.test_y)
-    S["features.image"] = visuals.clamp_int(S.get("features.image", 0), 0, count - 1, 0)
+    S["features.image"] = clamp_int(S.get("features.image", 0), 0, count - 1, 0)
     st.number_input(f"Test image (0 to {count - 1:,})", 0, count - 1, step=1, key="features.image",
                     **KEEP)
     i = int(S["features.image"])
@@ -67,30 +74,30 @@ def image_section(view) -> None:
     activations = layer_activations(view.model, view.model_input(dataset.test_x[i:i + 1])[0])
 
     left, right = st.columns([1, 3])
-    left.image(visuals.display_image(dataset.test_x[i], 168),
+    left.image(display_image(dataset.test_x[i], 168),
                caption=f"#{i}: true {classes[true]}")
     verdict = "right" if true == pred else "wrong"
     right.plotly_chart(probability_bars(view.test_prob[i], classes,
                                         f"Predicted {classes[pred]} ({verdict}): class probabilities"),
                        key="features.probs")
 
-    block = visuals.first_block_output(view.model, activations)
+    block = first_block_output(view.model, activations)
     if block is not None:
         name, maps = block
         shown = min(32, len(maps))
-        st.plotly_chart(visuals.image_grid_figure(
+        st.plotly_chart(image_grid_figure(
             maps[:shown].numpy(), labels=[str(k) for k in range(shown)],
             title=f"Feature maps after the first conv block ({name}): {shown} of {len(maps)}, "
                   f"{maps.shape[1]}×{maps.shape[2]}"), key="features.maps")
 
     st.subheader("Activations, layer by layer")
-    shown_layers = visuals.shown_activations(activations)
+    shown_layers = shown_activations(activations)
     st.caption("What each layer passes on for this image (Flatten and Dropout, which change "
                "nothing at test time, are left out). 'zeros' is the share of units that are off.")
-    st.dataframe(visuals.activation_summary(shown_layers), hide_index=True, key="features.act_table")
+    st.dataframe(activation_summary(shown_layers), hide_index=True, key="features.act_table")
     columns = st.columns(2)
     for j, (name, output) in enumerate(shown_layers):
-        columns[j % 2].plotly_chart(visuals.activation_figure(name, output), key=f"features.act.{j}")
+        columns[j % 2].plotly_chart(activation_figure(name, output), key=f"features.act.{j}")
 
 
 st.title("What the network learned")
@@ -98,6 +105,6 @@ view = common.current_view()
 if view is None:
     common.no_run_message()
     st.stop()
-st.caption(visuals.describe_view(view))
+st.caption(describe_view(view))
 weights_section(view)
 image_section(view)

@@ -1,9 +1,11 @@
-"""Plotly figures built from plain data: curves, weight grids, heatmaps, image galleries, bars."""
+"""Every plotly figure the app draws, built from plain data: curves, weight grids, heatmaps (the
+confusion matrix that answers clicks), image grids, activations, bars."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,11 +14,15 @@ from plotly.subplots import make_subplots
 from dlcore import numbers
 from dlcore.text import plotly_literal
 
+if TYPE_CHECKING:
+    import torch
+
 # Fewer readings than this are drawn with markers too: one or two points as a line show nothing.
 FEW_POINTS = 30
 # A finite blow-up this many times the first loss gets a log y axis, so the rest is not flattened.
 LOG_AXIS_FACTOR = 100.0
 DIVERGED_STYLE = dict(color="#d62728", symbol="x", size=16, line=dict(width=1, color="#7f0000"))
+GRID_COLUMNS = 8  # tiles in a row of a grid of images (weights, feature maps)
 
 
 def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch: int | None = None,
@@ -134,6 +140,24 @@ def weight_grid_figure(weights: np.ndarray, image_shape: tuple[int, int], units:
     return fig
 
 
+def annotate_grid(fig: go.Figure, labels: Sequence[str], image_shape: tuple[int, int],
+                  columns: int = GRID_COLUMNS) -> go.Figure:
+    """Write a small label in the top-left corner of each tile of a `weight_grid_figure`."""
+    h, w = image_shape
+    rows = math.ceil(len(labels) / columns) if labels else 0
+    height = rows * (h + 1) - 1
+    notes = []
+    for k, label in enumerate(labels):
+        r, c = divmod(k, columns)
+        notes.append(go.layout.Annotation(
+            x=c * (w + 1) - 0.5, y=height - r * (h + 1) - 0.5, text=str(label), showarrow=False,
+            xanchor="left", yanchor="top", font=dict(size=9, color="black"),
+            bgcolor="rgba(255,255,255,0.6)", borderpad=0))
+    # one layout update: fig.add_annotation per tile validates the whole layout each time (slow)
+    fig.update_layout(annotations=list(fig.layout.annotations) + notes)
+    return fig
+
+
 def heatmap_figure(matrix: np.ndarray, labels: Sequence[str], title: str, *,
                    colorscale: str = "Blues", zmid: float | None = None, text_format: str = "d"
                    ) -> go.Figure:
@@ -149,6 +173,34 @@ def heatmap_figure(matrix: np.ndarray, labels: Sequence[str], title: str, *,
     return fig
 
 
+def confusion_click_figure(matrix: np.ndarray, labels: Sequence[str], title: str, *,
+                           text_format: str = "d", highlight: tuple[int, int] | None = None
+                           ) -> go.Figure:
+    """`heatmap_figure` plus one invisible marker per cell, so that a click on a cell selects
+    a point (plotly heatmaps themselves cannot be selected), and a frame around `highlight`."""
+    matrix = np.asarray(matrix)
+    labels = list(labels)
+    fig = heatmap_figure(matrix, labels, title, text_format=text_format)
+    fig.data[0].hoverinfo = "skip"
+    n = len(labels)
+    rows, cols = np.divmod(np.arange(n * n), n)
+    text = [format(matrix[r, c], text_format) for r, c in zip(rows, cols, strict=True)]
+    fig.add_trace(go.Scatter(
+        x=[labels[c] for c in cols], y=[labels[r] for r in rows], mode="markers",
+        customdata=np.stack([rows, cols], axis=1).tolist(), text=text, showlegend=False,
+        marker=dict(symbol="square", size=26, color="rgba(0,0,0,0)", line=dict(width=0)),
+        selected=dict(marker=dict(color="rgba(0,0,0,0)")),
+        unselected=dict(marker=dict(opacity=0)),
+        hovertemplate="true %{y}, predicted %{x}: %{text}<br>click to see these images<extra></extra>",
+        name="cells"))
+    if highlight is not None:
+        r, c = highlight
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                      line=dict(color="orange", width=3), xref="x", yref="y")
+    fig.update_layout(clickmode="event+select", dragmode=False)
+    return fig
+
+
 def image_heatmap(image: np.ndarray, title: str = "", colorscale: str = "gray",
                   symmetric: bool = False, height: int = 260) -> go.Figure:
     """One 2-D array as an image (a digit, a feature map, feature importances)."""
@@ -161,6 +213,42 @@ def image_heatmap(image: np.ndarray, title: str = "", colorscale: str = "gray",
     fig.update_layout(title=title, height=height, margin=dict(t=30, b=10, l=10, r=10))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
+    return fig
+
+
+def image_grid_figure(images: np.ndarray, title: str = "", columns: int = GRID_COLUMNS,
+                      labels: Sequence[str] | None = None, colorscale: str = "Viridis") -> go.Figure:
+    """Several 2-D maps (n, h, w) side by side on one colour scale (feature maps)."""
+    images = np.asarray(images, dtype=np.float32)
+    n, h, w = images.shape
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    canvas = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
+    for k in range(n):
+        r, c = divmod(k, columns)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[k]
+    fig = go.Figure(go.Heatmap(z=canvas[::-1], colorscale=colorscale, hoverongaps=False))
+    fig.update_layout(title=title, height=max(200, 40 + 110 * rows), margin=dict(t=40, b=10, l=10, r=10))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    if labels:
+        annotate_grid(fig, labels, (h, w), columns)
+    return fig
+
+
+def activation_figure(name: str, output: torch.Tensor, max_maps: int = 8) -> go.Figure:
+    """One layer's output for one image: bars for a vector, the first few maps for a conv output."""
+    values = output.detach().float().cpu().numpy()
+    if values.ndim == 3:
+        shown = min(max_maps, len(values))
+        title = f"{name}: {shown} of {len(values)} maps, {values.shape[1]}×{values.shape[2]}"
+        return image_grid_figure(values[:shown], title=title, labels=[str(i) for i in range(shown)])
+    values = values.reshape(-1)
+    fig = go.Figure(go.Bar(x=np.arange(len(values)), y=values,
+                           hovertemplate="unit %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{name}: {len(values)} values", height=220, bargap=0,
+                      margin=dict(t=40, b=30, l=40, r=10))
+    fig.update_xaxes(title_text="unit")
     return fig
 
 

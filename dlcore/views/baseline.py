@@ -27,7 +27,7 @@ from dlcore.engine.metrics import confusion, per_class_accuracy
 from dlcore.engine.models import first_weight_layer
 from dlcore.engine.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
 from dlcore.runs.run_view import RunView
-from dlcore.views.classroom import model_summary
+from dlcore.views.shared import model_summary
 
 NETWORK, FOREST = "network", "random forest"
 CURVE_SIZES = (100, 300, 1000, 3000, 10000)

@@ -9,16 +9,9 @@ import pandas as pd
 from dlcore.engine.config import RunConfig
 from dlcore.runs.jobs import JobSnapshot, TrainingJob
 from dlcore.runs.policy import CAPS, ClassPolicy
+from dlcore.views.shared import model_summary
 
 JOB_COLUMNS = ("job", "who", "model", "settings", "state", "place in line", "progress", "ETA (s)")
-
-
-def model_summary(config: RunConfig) -> str:
-    """"MLP 512-256" or "CNN 32-64, pool": the network in a few characters."""
-    m = config.model
-    if m.kind == "cnn":
-        return f"CNN {'-'.join(map(str, m.conv_channels))}, k{m.kernel_size}" + (", pool" if m.pool else "")
-    return "MLP " + ("-".join(map(str, m.hidden)) or "no hidden layer")
 
 
 def settings_summary(config: RunConfig) -> str:
