@@ -1,8 +1,11 @@
 """The project's shape: dlcore installs as a package (`pip install -e .`, in the README's commands),
-so no file edits sys.path to find it, and the benchmarks run as modules from the project folder."""
+so no file edits sys.path to find it, and the benchmarks run as modules from the project folder.
+dlcore's modules live in four rooms (engine/, runs/, views/, cli/), each view module is its page's
+alone, dlcore never imports streamlit, and the README's "What is where" says where things are."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -74,3 +77,77 @@ def test_no_emoji_in_what_the_app_shows() -> None:
     found = [f"{p.relative_to(ROOT)}:{n}" for p in sources
              for n, line in enumerate(p.read_text().splitlines(), 1) if emoji.search(line)]
     assert found == []
+
+
+# ---------------------------------------------------------------- the rooms of dlcore (issue 12)
+
+# dlcore's top holds only these; everything else lives in one of the four rooms.
+DLCORE_TOP = {"__init__.py", "__main__.py", "figures.py", "numbers.py", "text.py"}
+DLCORE_ROOMS = {"engine", "runs", "views", "cli"}
+# View modules more than one page imports: the Train page's form (its widgets and links: also the
+# Lessons and Class pages' and the sidebar's), and what the pages showing one trained run share.
+SHARED_VIEWS = {"form", "shared"}
+# A page's second view module, by the page it belongs to.
+VIEW_PAGE = {"stepthrough": "lessons"}
+
+
+def _imported(path: Path) -> set[str]:
+    """Every module `path` imports, at its top or inside a function ("from dlcore.views import
+    form" counts as dlcore.views.form too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _sources() -> list[Path]:
+    """The project's code outside the tests."""
+    return [ROOT / "app.py", *[p for d in ("app_pages", "dlcore", "bench", "scripts")
+                               for p in sorted((ROOT / d).rglob("*.py"))]]
+
+
+def test_dlcore_holds_no_module_outside_its_four_rooms() -> None:
+    astray = []
+    for path in sorted((ROOT / "dlcore").rglob("*.py")):
+        parts = path.relative_to(ROOT / "dlcore").parts
+        room = parts[0] if len(parts) > 1 else None
+        if (room is None and parts[0] not in DLCORE_TOP) or (room is not None and room not in DLCORE_ROOMS):
+            astray.append("/".join(parts))
+    assert astray == []
+
+
+def test_each_view_module_is_imported_by_its_page_alone() -> None:
+    importers: dict[str, set[str]] = {}
+    for path in _sources():
+        for module in _imported(path):
+            if module.startswith("dlcore.views."):
+                importers.setdefault(module.split(".")[2], set()).add(str(path.relative_to(ROOT)))
+    views = sorted(p.stem for p in (ROOT / "dlcore" / "views").glob("*.py") if p.stem != "__init__")
+    assert SHARED_VIEWS <= set(views)
+    for view in views:
+        if view in SHARED_VIEWS:
+            continue
+        page = f"app_pages/{VIEW_PAGE.get(view, view)}.py"
+        assert (ROOT / page).exists(), f"dlcore/views/{view}.py is no page's: name it after its page"
+        assert importers.get(view, set()) == {page}, f"dlcore/views/{view}.py"
+
+
+def test_no_dlcore_module_imports_streamlit() -> None:
+    importing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "dlcore").rglob("*.py"))
+                 if any(m == "streamlit" or m.startswith("streamlit.") for m in _imported(p))]
+    assert importing == []
+
+
+def test_the_readmes_what_is_where_names_dlcores_modules_where_they_are() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## What is where", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(dlcore/[^`]*)` \| (.*) \|$", table, flags=re.M))
+    top = set(re.findall(r"`(\w+\.py)`", rows["dlcore/"]))
+    assert top == DLCORE_TOP - {"__init__.py", "__main__.py"}
+    for folder, text in rows.items():
+        for name in re.findall(r"`(\w+\.py)`", text):
+            assert (ROOT / folder / name).is_file(), f"README names {folder}{name}"
