@@ -136,3 +136,12 @@ def test_only_the_teacher_changes_the_classroom(monkeypatch) -> None:
         room.set_policy(ClassPolicy(caps={"train.epochs": 0}), TEACHER)
     assert room.policy.caps == {"train.epochs": 5}
     assert Classroom().teacher_by_default(None) and not Classroom().has_key
+
+
+def test_the_data_folder_is_kept_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    room = Classroom()
+    room.set_data_dir(" ../shared/data/mnist ", TEACHER)
+    assert room.data_dir == str(tmp_path.parent / "shared" / "data" / "mnist")
+    room.set_data_dir("  ", TEACHER)
+    assert room.data_dir == ""

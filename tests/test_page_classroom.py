@@ -169,6 +169,23 @@ def test_the_data_folder_is_the_teachers_and_students_never_see_its_path(school,
         assert not student.exception, (page, student.exception)
 
 
+def test_a_data_folder_with_a_space_or_typed_relative_is_hidden_whole(school, tmp_path,
+                                                                      monkeypatch):
+    folder = tmp_path / "period 3 data"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    teacher = school()
+    become_teacher(teacher)
+    teacher.text_input(key="class.data_dir").input("./period 3 data").run()
+    assert common.classroom().data_dir == str(folder)
+
+    student = school()
+    notes = [w.value for w in student.sidebar.warning]
+    assert len(notes) == 1 and "bundled MNIST sample" in notes[0]
+    assert "period" not in notes[0] and "3 data" not in notes[0] and str(tmp_path) not in notes[0]
+    assert "a folder on the server" in notes[0]
+
+
 def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     teacher = school()
     become_teacher(teacher)
