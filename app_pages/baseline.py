@@ -58,16 +58,16 @@ def fit(dataset, split) -> None:
     try:
         params = current_params()
     except ValueError as exc:
-        st.error(f"Cannot fit: {exc}")
+        st.error(f"Cannot fit: {common.for_this_person(exc)}")
         return
     bar = st.progress(0.0, text=f"Growing {params.n_estimators} trees…")
     try:
         result = fit_forest(dataset, params, **split.kwargs(),
                             progress=lambda f: bar.progress(min(max(f, 0.0), 1.0),
                                                             text=f"Growing trees: {f:.0%}"))
-    except (ValueError, MemoryError) as exc:
+    except (ValueError, MemoryError, OSError) as exc:
         bar.empty()
-        st.error(f"The forest could not be fitted: {exc}")
+        st.error(f"The forest could not be fitted: {common.for_this_person(exc)}")
         return
     bar.empty()
     S["baseline.result"] = result
@@ -205,16 +205,16 @@ def run_curve(dataset) -> None:
         config = curve_config()
         config.validate()
     except (ValueError, ConfigError) as exc:
-        st.error(f"Cannot run the learning curve: {exc}")
+        st.error(f"Cannot run the learning curve: {common.for_this_person(exc)}")
         return
     bar = st.progress(0.0, text="Training and fitting on each size…")
     try:
         curve = cmp.learning_curve(dataset, config, S["baseline.sizes"], params,
                                    progress=lambda f: bar.progress(
                                        min(max(f, 0.0), 1.0), text=f"Learning curve: {f:.0%}"))
-    except (ValueError, ConfigError, RuntimeError, MemoryError) as exc:
+    except (ValueError, ConfigError, RuntimeError, MemoryError, OSError) as exc:
         bar.empty()
-        st.error(f"The learning curve failed: {exc}")
+        st.error(f"The learning curve failed: {common.for_this_person(exc)}")
         return
     bar.empty()
     S["baseline.curve_result"] = cmp.MeasuredCurve(dataset.name, len(dataset.train_y), config, curve)

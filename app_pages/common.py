@@ -56,7 +56,7 @@ def manager(say_why: bool = True) -> JobManager | None:
         found.runner.warm()
     except (RunnerError, OSError) as exc:
         if say_why:
-            st.error(f"Training is not available on this server: {exc}")
+            st.error(f"Training is not available on this server: {for_this_person(exc)}")
         return None
     return found
 

@@ -263,7 +263,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         c2.button("Mark interrupted", key="experiments.mark_interrupted", disabled=not mine,
                   on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):
-        st.caption(f"Status **{run['status']}**: {markdown_literal(run['message'])}")
+        st.caption(f"Status **{run['status']}**: {common.for_this_person(run['message'])}")
 
     c1, c2 = st.columns(2)
     with c1:

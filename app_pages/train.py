@@ -298,13 +298,13 @@ def draw_status(snap: JobSnapshot) -> None:
                 f"Epoch {p.epoch}/{p.epochs} · step {p.epoch_step}/{p.steps_per_epoch} · "
                 f"{p.samples_per_s:,.0f} samples/s · ETA {p.eta_s:,.0f} s"))
     elif snap.state == "finished":
-        st.success(f"Finished.{acc} {snap.message}")
+        st.success(f"Finished.{acc} {common.for_this_person(snap.message)}")
     elif snap.state == "stopped":
         st.warning(f"Stopped after {len(snap.history)} epoch(s).{acc}")
     elif snap.state == "diverged":
-        st.error(f"Diverged: the training blew up. {snap.message}")
+        st.error(f"Diverged: the training blew up. {common.for_this_person(snap.message)}")
     else:
-        st.error(f"Training failed: {snap.message}")
+        st.error(f"Training failed: {common.for_this_person(snap.message)}")
 
 
 def cached_figure(name: str, key: tuple, build):

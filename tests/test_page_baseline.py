@@ -6,8 +6,11 @@ import pytest
 from apphelpers import chart_keys, chart_spec, start_app, train_run
 from streamlit.testing.v1 import AppTest
 
+from app_pages import common
 from dlcore import numbers
 from dlcore.baselines import ForestParams, fit_forest
+from dlcore.runs.policy import ClassPolicy
+from dlcore.runs.roles import Person
 
 
 def table(at: AppTest):
@@ -166,3 +169,35 @@ def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
     assert any("test accuracy" in s.value for s in at.success)
     assert not [d for d in at.dataframe if "measure" in d.value.columns]
     assert "baseline.importances" in chart_keys(at) and "baseline.weights" not in chart_keys(at)
+
+
+TEACHER = Person("the teacher", "Teacher", teacher=True)
+
+
+def students_baseline_page(monkeypatch, tmp_path, rules: ClassPolicy) -> AppTest:
+    """A student's session (the server has a teacher key) on the page, under the class's `rules`."""
+    monkeypatch.setenv("DLLAB_TEACHER_KEY", "a key")
+    at = start_app(monkeypatch, tmp_path)
+    common.classroom().set_policy(rules, TEACHER)
+    at.switch_page("app_pages/baseline.py").run()
+    assert not at.exception
+    at.slider(key="baseline.trees").set_value(10)
+    at.multiselect(key="baseline.sizes").set_value([100])
+    return at
+
+
+def test_a_student_sees_no_server_path_when_the_forest_or_the_curve_fails(tmp_path, monkeypatch):
+    from dlcore import baselines, comparison
+
+    def fails(*args, **kwargs):
+        raise OSError(13, "Permission denied", str(tmp_path / "baselines" / "forest.npz"))
+    monkeypatch.setattr(baselines, "fit_forest", fails)
+    monkeypatch.setattr(comparison, "learning_curve", fails)
+    at = students_baseline_page(monkeypatch, tmp_path, ClassPolicy())
+    for button, said in (("baseline.curve", "The learning curve failed"),
+                         ("baseline.fit", "The forest could not be fitted")):
+        at.button(key=button).click().run()
+        assert not at.exception
+        (error,) = [e.value for e in at.error]
+        assert error.startswith(said) and "Permission denied" in error
+        assert str(tmp_path) not in error and "a folder on the server" in error

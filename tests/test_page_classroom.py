@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from apphelpers import APP, train_run
+from apphelpers import APP, train_run, unescape
 from streamlit.testing.v1 import AppTest
 
 from app_pages import common
@@ -184,6 +184,25 @@ def test_a_data_folder_with_a_space_or_typed_relative_is_hidden_whole(school, tm
     assert len(notes) == 1 and "bundled MNIST sample" in notes[0]
     assert "period" not in notes[0] and "3 data" not in notes[0] and str(tmp_path) not in notes[0]
     assert "a folder on the server" in notes[0]
+
+
+def test_a_student_sees_no_server_path_when_a_run_fails_and_the_teacher_does(school, tmp_path):
+    weights = tmp_path / "weights"
+    weights.write_text("a file where the weights folder goes")
+    student = school()
+    train_run(student, epochs=1, subset=300, state="failed")
+    (failed,) = [e.value for e in student.error if e.value.startswith("Training failed")]
+    assert str(tmp_path) not in unescape(failed) and "a folder on the server" in failed
+    (run_id,) = RunStore(tmp_path).list_runs()["id"]
+    pick_run(student, run_id)
+    (status,) = [c.value for c in student.caption if c.value.startswith("Status **failed**")]
+    assert str(tmp_path) not in unescape(status) and "a folder on the server" in status
+
+    teacher = school()
+    become_teacher(teacher)
+    pick_run(teacher, run_id)
+    (status,) = [c.value for c in teacher.caption if c.value.startswith("Status **failed**")]
+    assert str(weights) in unescape(status)
 
 
 def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):

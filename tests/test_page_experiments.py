@@ -4,12 +4,11 @@ bundled MNIST sample), and over an empty history."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from apphelpers import APP, click_train, plotly_array, start_app
+from apphelpers import APP, click_train, plotly_array, shown_literally, start_app
 from streamlit.testing.v1 import AppTest
 
 from dlcore.config import RunConfig
@@ -245,16 +244,6 @@ def test_after_a_reset_no_old_weights_and_dead_or_stuck_runs_can_be_cleared(tmp_
 
 HOSTILE_NAMES = ("![x](http://host/x.png)", "[click](http://e.com)", "$$x^2$$",
                  '<a href="http://e.com">a</a>')
-
-
-def unescape(markdown: str) -> str:
-    """The text CommonMark shows for backslash-escaped markdown (word joiners are invisible)."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
-
-
-def shown_literally(markdown: str, text: str) -> bool:
-    """`text` is in the element's markdown only escaped: shown as typed, never as markup."""
-    return text not in markdown and text in unescape(markdown)
 
 
 def test_markdown_and_html_in_run_names_show_as_typed(tmp_path, monkeypatch):
