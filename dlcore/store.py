@@ -213,6 +213,15 @@ class RunStore:
         self.path = self.home / "runs.sqlite"
         self.weights_dir = self.home / "weights"
         self.notice: str | None = None
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"the run history cannot be kept in {self.home} "
+                             f"({self._why(exc)}); set DLLAB_HOME (or --home) to a folder "
+                             "this user can write") from None
+
+    def _open(self) -> None:
+        """Create or check the file, move a corrupt one aside, bring its schema up to date."""
         self.home.mkdir(parents=True, exist_ok=True)
         reason = self._check_file()
         if reason is not None:
@@ -229,6 +238,15 @@ class RunStore:
             if version < SCHEMA_VERSION:
                 _migrate(conn, version)
         self.mark_interrupted()
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in a few words: "runs.sqlite: Is a directory", "File exists"."""
+        if not isinstance(exc, OSError) or not exc.strerror:
+            return str(exc) or type(exc).__name__
+        named = Path(exc.filename) if exc.filename else self.home
+        if named != self.home:
+            return f"{named.name}: {exc.strerror}"
+        return "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
 
     @contextmanager
     def _connect(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:

@@ -267,6 +267,16 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
         assert captured.err.strip() == f"dllab runs: no run {b}" and captured.out == ""
 
 
+def test_a_home_the_history_cannot_use_is_one_store_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match=f"cannot be kept in {tmp_path / 'file'} "
+                                         r"\(it is a file, not a folder\)"):
+        RunStore(tmp_path / "file")
+    (tmp_path / "runs.sqlite").mkdir()
+    with pytest.raises(StoreError, match=r"runs\.sqlite: Is a directory"):
+        RunStore(tmp_path)
+
+
 def test_schema_version_and_newer_databases(store: RunStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
