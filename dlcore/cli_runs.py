@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dlcore.cli import error_line
 from dlcore.store import RunStore, StoreError
 
 LIST_COLUMNS = ("id", "created", "name", "dataset", "status", "test_acc", "epochs")
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the chosen action; 0 on success, 2 for a run that does not exist, 1 for I/O errors."""
+    """Run the chosen action; 0 on success, 2 for a run that does not exist or a home folder the
+    history cannot be kept in, 1 for other I/O errors."""
     try:
         store = RunStore(getattr(args, "home", None))
         if store.notice:
@@ -50,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
         return {"list": _list, "show": _show, "export": _export, "delete": _delete}[action](
             store, args)
     except StoreError as exc:
-        print(f"dllab runs: {exc}", file=sys.stderr)
+        error_line(str(exc))
         return 2
     except OSError as exc:
-        print(f"dllab runs: {exc}", file=sys.stderr)
+        error_line(str(exc))
         return 1
 
 

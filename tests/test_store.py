@@ -264,7 +264,7 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
     for action in ("show", "delete"):
         assert _cli("runs", "--home", home, action, str(b)) == 2
         captured = capsys.readouterr()
-        assert captured.err.strip() == f"dllab runs: no run {b}" and captured.out == ""
+        assert captured.err.strip() == f"python -m dlcore: error: no run {b}" and captured.out == ""
 
 
 def test_a_home_the_history_cannot_use_is_one_store_error_naming_it(tmp_path: Path) -> None:
