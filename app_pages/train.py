@@ -45,6 +45,7 @@ from dlcore.querystate import (
 )
 from dlcore.runs.jobs import QUEUED_REDRAW_SECONDS, REDRAW_SECONDS, JobRefused, JobSnapshot, TrainingJob
 from dlcore.runs.policy import ClassPolicy
+from dlcore.store import StoreError
 
 S = st.session_state
 # A warm worker reports its first step within a few hundredths of a second: wait that long for it
@@ -271,6 +272,9 @@ def start_training(config, dataset) -> None:
         manager.submit(job, common.classroom().policy, person)
     except (ConfigError, JobRefused) as exc:
         st.error(f"Cannot start: {exc}")
+        return
+    except StoreError as exc:
+        st.error(f"Cannot start: {common.for_this_person(exc)}")
         return
     job.wait_for_progress(FIRST_POINT_WAIT_SECONDS)
     previous = common.current_job()

@@ -205,6 +205,16 @@ def test_a_student_sees_no_server_path_when_a_run_fails_and_the_teacher_does(sch
     assert str(weights) in unescape(status)
 
 
+def test_train_says_in_one_line_when_the_history_cannot_be_opened(school, tmp_path):
+    (tmp_path / "runs.sqlite").mkdir()
+    student = school("app_pages/train.py")
+    student.button(key="train_button").click().run()
+    assert not student.exception and "job" not in student.session_state
+    (error,) = [e.value for e in student.error]
+    assert error.startswith("Cannot start: ") and "run history cannot be kept" in error
+    assert str(tmp_path) not in unescape(error) and "a folder on the server" in error
+
+
 def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     teacher = school()
     become_teacher(teacher)
