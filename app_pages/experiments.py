@@ -9,7 +9,7 @@ from app_pages import common
 from dlcore import history
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
 from dlcore.runs.roles import NotAllowed
-from dlcore.store import STATUSES, StoreError
+from dlcore.store import STATUSES, UNREADABLE, StoreError, unreadable_note
 from dlcore.text import check_name, markdown_literal
 
 S = st.session_state
@@ -312,6 +312,9 @@ except Exception as exc:  # a locked, unreadable or newer history: say so, chang
     st.stop()
 if store.notice:
     st.warning(common.for_this_person(store.notice))
+damaged = unreadable_note(runs.attrs.get(UNREADABLE, []))
+if damaged:
+    st.warning(damaged)
 common.show_flash("experiments")
 labels = history.run_labels(runs)
 opened_line(labels)

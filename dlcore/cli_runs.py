@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from dlcore.cli import error_line
-from dlcore.store import RunStore, StoreError
+from dlcore.store import UNREADABLE, RunStore, StoreError, unreadable_note
 
 LIST_COLUMNS = ("id", "created", "name", "dataset", "status", "test_acc", "epochs")
 
@@ -74,8 +74,15 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
                      for r in cells)
 
 
+def _say_unreadable(run_ids: Any) -> None:
+    note = unreadable_note(run_ids)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def _list(store: RunStore, args: argparse.Namespace) -> int:
     runs = store.list_runs()
+    _say_unreadable(runs.attrs[UNREADABLE])
     if runs.empty:
         print(f"No runs yet in {store.path}.")
         return 0
@@ -87,6 +94,7 @@ def _list(store: RunStore, args: argparse.Namespace) -> int:
 
 def _show(store: RunStore, args: argparse.Namespace) -> int:
     run = store.get_run(args.id)
+    _say_unreadable([run["id"]] if run["unreadable"] else [])
     print(f"run {run['id']}  {run['name'] or ''}".rstrip())
     for key in ("created", "status", "dataset", "device", "tags", "test_acc", "test_loss",
                 "train_acc", "train_loss", "params", "duration_s", "host", "pid", "message"):
@@ -105,6 +113,7 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
 
 
 def _export(store: RunStore, args: argparse.Namespace) -> int:
+    _say_unreadable(store.list_runs().attrs[UNREADABLE])
     count = store.export_csv(args.csv)
     print(f"Wrote {count} row{'s' if count != 1 else ''} to {args.csv}.")
     return 0

@@ -71,6 +71,26 @@ def test_corrupt_history_is_moved_aside_with_a_warning(tmp_path, monkeypatch):
     assert list(tmp_path.glob("runs.sqlite.corrupt-*"))
 
 
+def test_a_run_whose_config_is_not_json_is_listed_with_one_note(tmp_path, monkeypatch):
+    import sqlite3
+
+    store = RunStore(tmp_path)
+    for name in ("good", "damaged"):
+        run_id = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu",
+                                 name=name)
+        store.finish_run(run_id, "finished", metrics={"test_acc": 0.9})
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE runs SET config = 'not json' WHERE id = ?", (run_id,))
+    at = start_app(monkeypatch, tmp_path)
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    notes = [w.value for w in at.main.warning if "cannot be read" in w.value]
+    assert len(notes) == 1 and notes[0].startswith(f"Run {run_id} has settings or tags"), notes
+    assert sorted(table(at)["name"]) == ["damaged", "good"]
+    at.multiselect(key="experiments.compare").set_value([run_id]).run()
+    assert not at.exception
+
+
 def test_table_lists_both_runs_with_only_the_differing_config(recorded):
     at, store, (a, b) = recorded
     frame = table(at)
