@@ -12,6 +12,7 @@ from apphelpers import APP, train_run, unescape
 from streamlit.testing.v1 import AppTest
 
 from app_pages import common
+from dlcore.runs.policy import ClassPolicy
 from dlcore.store import RunStore
 
 KEY = "correct horse battery staple"
@@ -231,6 +232,30 @@ def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     assert any(e.value.startswith("Cannot start: This run would take") and "at most 2 s" in e.value
                for e in student.error)
     assert "job" not in student.session_state
+
+
+def test_clear_all_rules_clears_the_time_cap_too(school):
+    teacher = school()
+    become_teacher(teacher)
+    teacher.number_input(key="class.cap.train.epochs").set_value(5)
+    teacher.number_input(key="class.max_seconds").set_value(60).run()
+    teacher.button(key="class.save").click().run()
+    assert common.classroom().policy == ClassPolicy(caps={"train.epochs": 5}, max_job_seconds=60)
+    teacher.button(key="class.clear").click().run()
+    assert common.classroom().policy == ClassPolicy()
+    assert any("No class rules" in c.value for c in teacher.caption)
+
+
+def test_a_fractional_time_cap_from_the_environment_survives_saving_the_rules(school,
+                                                                                monkeypatch):
+    monkeypatch.setenv("DLLAB_MAX_JOB_SECONDS", "0.5")
+    teacher = school()
+    become_teacher(teacher)
+    assert teacher.number_input(key="class.max_seconds").value == 0.5
+    teacher.number_input(key="class.cap.train.epochs").set_value(5).run()
+    teacher.button(key="class.save").click().run()
+    assert common.classroom().policy == ClassPolicy(caps={"train.epochs": 5}, max_job_seconds=0.5)
+    assert "a run may take at most 0.5 s" in next(i.value for i in teacher.info if "rules" in i.value)
 
 
 def test_the_teacher_makes_a_class_link_that_opens_with_its_settings_fixed(school):
