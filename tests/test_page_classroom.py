@@ -6,9 +6,10 @@ never see its path."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
-from apphelpers import APP, train_run, unescape
+from apphelpers import APP, shown_literally, train_run, unescape
 from streamlit.testing.v1 import AppTest
 
 from app_pages import common
@@ -112,6 +113,41 @@ def test_the_teacher_stops_a_students_job_from_the_class_page(school):
     teacher.button(key="class.stop").click().run()
     assert any(f"Job {job.id} of {row['who']} is stopping" in s.value for s in teacher.success)
     assert job.wait(120) and job.snapshot().state == "stopped"
+
+
+def test_markup_in_a_display_name_or_a_tag_shows_as_typed(school):
+    name = "**Ada** [x](http://e.com) $$y$$ <b>"
+    ada = school()
+    ada.text_input(key="name_prompt").input(name)
+    ada.button(key="name_ok").click().run()
+    (me,) = [c.value for c in ada.sidebar.caption if c.value.startswith("**You:**")]
+    assert shown_literally(me, name), me
+    ada.slider(key="train.epochs").set_value(50)
+    ada.button(key="train_button").click().run()
+    job = ada.session_state["job"]
+    deadline = time.monotonic() + 120
+    while job.snapshot().progress is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # running, so its run is in the history
+
+    teacher = school()
+    become_teacher(teacher)
+    teacher.selectbox(key="class.stop_target").set_value(job.id)
+    teacher.button(key="class.stop").click().run()
+    (said,) = [s.value for s in teacher.success if "is stopping" in s.value]
+    assert shown_literally(said, name), said
+    assert job.wait(120)
+    (run_id,) = RunStore(os.environ["DLLAB_HOME"]).list_runs()["id"]
+
+    ben = school()
+    pick_run(ben, run_id)
+    (whose,) = [c.value for c in ben.caption if c.value.startswith("This is")]
+    assert shown_literally(whose, name), whose
+
+    pick_run(teacher, run_id)
+    teacher.text_input(key="experiments.tags").input("**b**, [l](http://e.com)")
+    teacher.button(key="experiments.set_tags").click().run()
+    (tagged,) = [s.value for s in teacher.success if "tagged" in s.value]
+    assert shown_literally(tagged, "**b**, [l](http://e.com)"), tagged
 
 
 def test_the_class_rules_show_fixed_on_a_students_page_and_bind_their_runs(school):
