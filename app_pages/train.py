@@ -45,6 +45,7 @@ from dlcore.querystate import (
 )
 from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
 from dlcore.runs.policy import ClassPolicy
+from dlcore.store import StoreError
 
 S = st.session_state
 # A warm worker reports its first step within a few hundredths of a second: wait that long for it
@@ -272,6 +273,9 @@ def start_training(config, dataset) -> None:
     except (ConfigError, JobRefused) as exc:
         st.error(f"Cannot start: {exc}")
         return
+    except StoreError as exc:
+        st.error(f"Cannot start: {common.for_this_person(exc)}")
+        return
     job.wait_for_progress(FIRST_POINT_WAIT_SECONDS)
     previous = common.current_job()
     if previous is not None and previous.snapshot().run_id is not None:  # for the Lessons page
@@ -297,13 +301,13 @@ def draw_status(snap: JobSnapshot) -> None:
                 f"Epoch {p.epoch}/{p.epochs} · step {p.epoch_step}/{p.steps_per_epoch} · "
                 f"{p.samples_per_s:,.0f} samples/s · ETA {p.eta_s:,.0f} s"))
     elif snap.state == "finished":
-        st.success(f"Finished.{acc} {snap.message}")
+        st.success(f"Finished.{acc} {common.for_this_person(snap.message)}")
     elif snap.state == "stopped":
         st.warning(f"Stopped after {len(snap.history)} epoch(s).{acc}")
     elif snap.state == "diverged":
-        st.error(f"Diverged: the training blew up. {snap.message}")
+        st.error(f"Diverged: the training blew up. {common.for_this_person(snap.message)}")
     else:
-        st.error(f"Training failed: {snap.message}")
+        st.error(f"Training failed: {common.for_this_person(snap.message)}")
 
 
 def cached_figure(name: str, key: tuple, build):

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from dlcore.baselines import FEATURE_KINDS, ForestParams, fit_forest
+from dlcore.cli import error_line
 from dlcore.dataset import DatasetError
 
 
@@ -110,5 +111,5 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"dllab baseline: {message}", file=sys.stderr)
+    error_line(message)
     return code

@@ -355,6 +355,13 @@ def curve_config(config: RunConfig, epochs: int) -> RunConfig:
     return config.replace(**{"train.epochs": int(epochs)})
 
 
+def curve_runs(config: RunConfig, sizes: Sequence[int | str], num_train: int) -> list[RunConfig]:
+    """The networks `learning_curve` trains for these sizes, smallest first: `config` on each
+    subset."""
+    return [config.replace(**{"train.train_subset": subset})
+            for subset, _ in _resolve_sizes(sizes, num_train)]
+
+
 def network_words(config: RunConfig) -> str:
     """The network and how it trains, in a few words: "MLP 512-256, adam lr 0.001, batch 64,
     3 epochs" (the model as the Class page writes it)."""
