@@ -9,6 +9,7 @@ from app_pages import common
 from dlcore import numbers
 from dlcore.engine.baselines import fit_forest
 from dlcore.engine.config import ConfigError
+from dlcore.engine.memory import MemoryLimitError, memory_limit
 from dlcore.figures import (
     grouped_bar_figure,
     heatmap_figure,
@@ -17,6 +18,7 @@ from dlcore.figures import (
     ranked_bar_figure,
 )
 from dlcore.views import baseline as cmp
+from dlcore.views.baseline import MAX_CURVE_EPOCHS, check_curve, curve_epochs_limit
 
 S = st.session_state
 KEEP = dict(persist_state="session")
@@ -58,16 +60,16 @@ def fit(dataset, split) -> None:
     try:
         params = current_params()
     except ValueError as exc:
-        st.error(f"Cannot fit: {exc}")
+        st.error(f"Cannot fit: {common.for_this_person(exc)}")
         return
     bar = st.progress(0.0, text=f"Growing {params.n_estimators} trees…")
     try:
         result = fit_forest(dataset, params, **split.kwargs(),
                             progress=lambda f: bar.progress(min(max(f, 0.0), 1.0),
                                                             text=f"Growing trees: {f:.0%}"))
-    except (ValueError, MemoryError) as exc:
+    except (ValueError, MemoryError, OSError) as exc:
         bar.empty()
-        st.error(f"The forest could not be fitted: {exc}")
+        st.error(f"The forest could not be fitted: {common.for_this_person(exc)}")
         return
     bar.empty()
     S["baseline.result"] = result
@@ -157,7 +159,8 @@ def curve_config():
 
 def curve_section(dataset, view) -> None:
     st.header("Learning curve: who wins at which size?")
-    clamp("baseline.curve_epochs", 1, 20, 3)
+    most = curve_epochs_limit(common.classroom().policy, common.person().teacher)
+    clamp("baseline.curve_epochs", 1, most, min(3, most))
     st.caption("Both models trained on the same growing subsets of the training set, each tested on "
                "the whole test set — the lesson's 'small dataset: traditional ML' rule, measured. "
                "**Run learning curve** trains the Train page's current network with the epochs set "
@@ -170,7 +173,8 @@ def curve_section(dataset, view) -> None:
     c1.multiselect("Training-set sizes", options, key="baseline.sizes", **KEEP,
                    format_func=lambda v: f"all ({numbers.count(num_train)})" if v == 0
                    else numbers.count(v))
-    c2.number_input("Network epochs", 1, 20, step=1, key="baseline.curve_epochs", **KEEP)
+    c2.number_input("Network epochs", 1, most, step=1, key="baseline.curve_epochs", **KEEP,
+                    help=None if most == MAX_CURVE_EPOCHS else "Capped by your teacher for the class.")
     if st.button("Run learning curve", key="baseline.curve", disabled=not S["baseline.sizes"]):
         run_curve(dataset)
     kept = S.get("baseline.curve_result")
@@ -199,22 +203,31 @@ def curve_section(dataset, view) -> None:
         if c != cmp.CURVE_TEXT_COLUMNS["network_status"]})
 
 
+def check_rules(config, dataset) -> None:
+    """The class's rules and the memory guard, as for a run from the Train page (raises)."""
+    manager = common.manager(say_why=False)
+    limit = memory_limit(config.train.device, manager.max_jobs if manager else None)
+    check_curve(config, dataset, S["baseline.sizes"], policy=common.classroom().policy,
+                teacher=common.person().teacher, memory_limit=limit)
+
+
 def run_curve(dataset) -> None:
     try:
         params = current_params()
         config = curve_config()
         config.validate()
-    except (ValueError, ConfigError) as exc:
-        st.error(f"Cannot run the learning curve: {exc}")
+        check_rules(config, dataset)
+    except (ValueError, ConfigError, MemoryLimitError) as exc:
+        st.error(f"Cannot run the learning curve: {common.for_this_person(exc)}")
         return
     bar = st.progress(0.0, text="Training and fitting on each size…")
     try:
         curve = cmp.learning_curve(dataset, config, S["baseline.sizes"], params,
                                    progress=lambda f: bar.progress(
                                        min(max(f, 0.0), 1.0), text=f"Learning curve: {f:.0%}"))
-    except (ValueError, ConfigError, RuntimeError, MemoryError) as exc:
+    except (ValueError, ConfigError, RuntimeError, MemoryError, OSError) as exc:
         bar.empty()
-        st.error(f"The learning curve failed: {exc}")
+        st.error(f"The learning curve failed: {common.for_this_person(exc)}")
         return
     bar.empty()
     S["baseline.curve_result"] = cmp.MeasuredCurve(dataset.name, len(dataset.train_y), config, curve)

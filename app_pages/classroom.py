@@ -66,6 +66,7 @@ def clear_rules() -> None:
     S["class.fixed"] = []
     for key in CAPS:
         S[f"class.cap.{key}"] = 0
+    S["class.max_seconds"] = 0.0
     save_rules()
 
 
@@ -143,7 +144,7 @@ def rules_editor(room) -> None:
         S["class.fixed"] = list(rules.fixed)
         for key in CAPS:
             S[f"class.cap.{key}"] = int(rules.caps.get(key, 0))
-        S["class.max_seconds"] = int(rules.max_job_seconds or 0)
+        S["class.max_seconds"] = float(rules.max_job_seconds or 0)
     st.multiselect("Settings fixed for every student", FIXABLE, key="class.fixed",
                    format_func=setting_label, placeholder="none",
                    help="Each takes the value your own Train page has when you save.")
@@ -157,8 +158,8 @@ def rules_editor(room) -> None:
     for column, (key, label) in zip(columns, CAPS.items(), strict=True):
         column.number_input(f"Most {label.lower()} (0: no cap)", min_value=0, step=1,
                             key=f"class.cap.{key}")
-    st.number_input("Longest run, in seconds (0: no limit)", min_value=0, step=30,
-                    key="class.max_seconds",
+    st.number_input("Longest run, in seconds (0: no limit)", min_value=0.0, step=30.0,
+                    format="%g", key="class.max_seconds",
                     help="A run expected to take longer is refused before it starts; a run that "
                          "takes longer is stopped with its finished epochs kept. It binds your "
                          "runs too.")

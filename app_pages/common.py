@@ -18,6 +18,7 @@ import streamlit as st
 from dlcore.engine.config import PRESETS, RunConfig, setting
 from dlcore.engine.data import DATASETS, load_dataset, load_with_fallback
 from dlcore.engine.dataset import Dataset, DatasetError
+from dlcore.engine.paths import home_dir
 from dlcore.runs.classroom import Classroom
 from dlcore.runs.jobs import JobManager, TrainingJob, default_manager
 from dlcore.runs.roles import Person, display_name, teacher_key
@@ -55,7 +56,7 @@ def manager(say_why: bool = True) -> JobManager | None:
         found.runner.warm()
     except (RunnerError, OSError) as exc:
         if say_why:
-            st.error(f"Training is not available on this server: {exc}")
+            st.error(f"Training is not available on this server: {for_this_person(exc)}")
         return None
     return found
 
@@ -93,11 +94,17 @@ def person() -> Person:
     return Person(owner(), name, teacher)
 
 
+def server_folders() -> tuple[str, ...]:
+    """The folders a message may name that a student must not see: the class's data folder and
+    the app's home (which holds the run history and the caches of data and baselines)."""
+    return classroom().data_dir, str(home_dir())
+
+
 def for_this_person(text: object) -> str:
     """A message about the server as this session may read it, as markdown: whole for the
     teacher, without server paths for a student."""
     text = str(text)
-    return markdown_literal(text if person().teacher else hide_paths(text))
+    return markdown_literal(text if person().teacher else hide_paths(text, server_folders()))
 
 
 def current_dataset() -> tuple[Dataset, str | None]:

@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages import common
 from dlcore.figures import config_scatter_figure, runs_overlay_figure
 from dlcore.runs.roles import NotAllowed
-from dlcore.runs.store import STATUSES, StoreError
+from dlcore.runs.store import STATUSES, UNREADABLE, StoreError, unreadable_note
 from dlcore.text import check_name, markdown_literal
 from dlcore.views import experiments as history
 
@@ -263,7 +263,7 @@ def actions_section(selected: list[int], labels: dict[int, str]) -> None:
         c2.button("Mark interrupted", key="experiments.mark_interrupted", disabled=not mine,
                   on_click=do_mark_interrupted, args=(target,))
     elif run.get("message"):
-        st.caption(f"Status **{run['status']}**: {markdown_literal(run['message'])}")
+        st.caption(f"Status **{run['status']}**: {common.for_this_person(run['message'])}")
 
     c1, c2 = st.columns(2)
     with c1:
@@ -312,6 +312,9 @@ except Exception as exc:  # a locked, unreadable or newer history: say so, chang
     st.stop()
 if store.notice:
     st.warning(common.for_this_person(store.notice))
+damaged = unreadable_note(runs.attrs.get(UNREADABLE, []))
+if damaged:
+    st.warning(damaged)
 common.show_flash("experiments")
 labels = history.run_labels(runs)
 opened_line(labels)

@@ -1,12 +1,18 @@
-"""How much longer an epoch takes in the app's background job than headless, in one run.
+"""One learner tweaking sliders: what a run costs in the app against the same run headless.
 
-    python -m bench.app_vs_headless [--data-dir ../shared/data/mnist] [--epochs 3] [--device auto]
+    python -m bench.app_vs_headless [--epochs 3] [--runs 3] [--subset 0] [--wait-quiet 60]
 
-Headless: `dlcore.engine.train.train` called directly. App: the same config as a job of the app's runner
-(DLLAB_RUNNER, default a worker process), while this process does what the Train page's fragment
-does every REDRAW_SECONDS (take a
-snapshot, build both plotly figures, serialise them to JSON). Prints the median epoch seconds of each, the
-ratio, and the lesson's own loop's epoch seconds for scale. Nothing here asserts a time.
+A real Streamlit server for app.py (a fresh DLLAB_HOME, so the default dataset falls back to the
+bundled 10k MNIST sample) and one Chromium session (bench/browserclass.py, as bench/classroom.py
+uses). The session sets Epochs (and Training images), then presses Train --runs times, one run after
+the other, touching nothing else. For each run: seconds from pressing Train until the page shows it
+training (the progress bar's first epoch line, drawn by the same fragment run as the loss curve's
+first point) and until it shows "Finished". Then the same runs headless (`dlcore.engine.train.train` in a
+fresh interpreter on the config the page builds, after one uncounted warm-up run), and:
+- Finished in the app against the headless run: the median of each and the difference;
+- the median epoch as the app's runs recorded it against the headless epochs.
+The browser shares the machine's cores with the server and the training process. Nothing here
+asserts a time.
 """
 
 from __future__ import annotations
@@ -14,69 +20,107 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 
-from dlcore.cli.bench import lesson_loop
-from dlcore.engine.config import PRESETS
-from dlcore.engine.data import load_dataset, load_with_fallback
-from dlcore.engine.devices import resolve_device
-from dlcore.engine.train import train
-from dlcore.figures import batch_loss_figure, epoch_curves_figure
-from dlcore.runs.jobs import REDRAW_SECONDS, JobManager, TrainingJob
+from bench.browserclass import (
+    ROOT,
+    Browser,
+    CpuAccount,
+    HarnessError,
+    Server,
+    exit_on_sigterm,
+    gave_up_errors,
+    missing,
+    problems_report,
+    wait_for_quiet,
+)
+from bench.classroom import app_epoch_seconds, headless_runs, prepare, subset_text
 
 
-def headless_epochs(config, dataset) -> list[float]:
-    return [m.seconds for m in train(config, dataset).history]
-
-
-def app_epochs(config, dataset, data_dir: str | None, redraw_every: float = REDRAW_SECONDS
-               ) -> tuple[list[float], int]:
-    job = JobManager(max_jobs=1).submit(TrainingJob(config, dataset, data_dir=data_dir))
-    redraws, epoch_figure = 0, (-1, None)
-    while not job.wait(redraw_every):
-        snap = job.snapshot()
-        batch_loss_figure(snap.batch_losses).to_json()
-        if epoch_figure[0] != len(snap.history):  # as the page does: rebuilt on a new epoch only
-            epoch_figure = (len(snap.history), epoch_curves_figure([m.as_dict() for m in snap.history]))
-        epoch_figure[1].to_json()
-        redraws += 1
-    snap = job.snapshot()
-    if snap.state != "finished":
-        raise SystemExit(f"the job ended {snap.state}: {snap.message}")
-    return [m.seconds for m in snap.history], redraws
+def app_runs(session, runs: int, timeout: float) -> list[tuple[float | None, float]]:
+    """(seconds to the first point or None if never seen, seconds to Finished) for each run."""
+    out = []
+    for i in range(runs):
+        session.wait_ready(timeout)
+        session.arm()
+        pressed = session.press_train()
+        deadline = time.monotonic() + timeout
+        state = session.watch()
+        while state["finishedAt"] is None:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"run {i + 1} did not finish in {timeout:.0f} s: {state['status']}")
+            time.sleep(0.05)
+            state = session.watch()
+        if state["endedAs"] != "finished":
+            raise HarnessError(f"run {i + 1} ended {state['endedAs']}: {state['status'][:200]}")
+        started = state["startedAt"] - pressed if state["startedAt"] is not None else None
+        out.append((started, state["finishedAt"] - pressed))
+        time.sleep(1.0)  # the page's own rerun after the end, as a learner would read the result
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-lesson-loop", dest="lesson_loop", action="store_false",
-                        help="skip timing the lesson's DataLoader loop for scale")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--subset", type=int, default=0,
+                        help="Training images (0: all of the bundled sample's 10,000)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for other processes to leave the CPU alone")
     args = parser.parse_args()
-    dataset = load_dataset("mnist", args.data_dir) if args.data_dir else load_with_fallback("mnist")[0]
-    config = PRESETS["seed"].replace(**{"train.epochs": args.epochs, "train.device": args.device,
-                                        "train.dataset": dataset.name})
-    print(f"seed MLP, {args.epochs} epochs on {dataset.name} ({len(dataset.train_y):,} images), "
-          f"device {args.device}")
-    train(config.replace(**{"train.epochs": 1}), dataset)  # warm-up: allocator, threads, caches
+    if reason := missing():
+        print(f"cannot run: {reason}")
+        return 2
+    exit_on_sigterm()
+    if args.wait_quiet > 0:
+        print(wait_for_quiet(args.wait_quiet))
+    home = tempfile.mkdtemp(prefix="dllab-one-")
+    print(f"one learner, {args.runs} runs of {args.epochs} epochs, training images "
+          f"{subset_text(args.subset)}; home {home}")
+    server = Server(ROOT, env={"DLLAB_HOME": home, "DLLAB_MAX_JOBS": "1"})
+    browser = Browser()
+    try:
+        server.start()
+        browser.start()
+        session = browser.open_session(server.url)
+        session.open(args.timeout, wait=False)
+        prepare(session, args.epochs, args.subset, args.timeout)
+        cpu = CpuAccount()
+        app = app_runs(session, args.runs, args.timeout)
+        print(f"app {cpu.line()}")
+        lines = problems_report(server, [session])
+    except gave_up_errors() as exc:
+        print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
+        return 1
+    finally:
+        browser.close()
+        server.stop()
+    for line in lines:
+        print(line)
+    cpu = CpuAccount()
+    headless = headless_runs(ROOT, home, args.runs, args.epochs, args.subset, args.timeout)
+    print(f"headless {cpu.line()}")
 
-    started = time.perf_counter()
-    headless = headless_epochs(config, dataset)
-    app, redraws = app_epochs(config, dataset, args.data_dir)
-    headless_again = headless_epochs(config, dataset)  # bracket the app run against drift
-    base = statistics.median(headless + headless_again)
-    in_app = statistics.median(app)
-    print("headless epoch seconds:", " ".join(f"{s:.3f}" for s in headless + headless_again))
-    print(f"app job epoch seconds:  {' '.join(f'{s:.3f}' for s in app)}  ({redraws} redraws)")
-    print(f"median headless {base:.3f} s, median in app {in_app:.3f} s "
-          f"(measured in {time.perf_counter() - started:.0f} s)")
-    print(f"app epoch takes {100 * (in_app / base - 1):+.1f}% vs headless")
-    if args.lesson_loop:
-        lesson = statistics.median(s for s, _ in lesson_loop(dataset, resolve_device(args.device),
-                                                             args.epochs))
-        print(f"lesson's loop {lesson:.3f} s per epoch: headless engine {lesson / base:.2f}x, "
-              f"app job {lesson / in_app:.2f}x faster")
+    seconds = [r["seconds"] for r in headless["runs"]]
+    for i, ((started, finished), alone) in enumerate(zip(app, seconds, strict=True), 1):
+        first = f"{started:.2f} s" if started is not None else "never seen"
+        print(f"run {i}: first point {first}, Finished {finished:.2f} s; headless {alone:.2f} s")
+    firsts = [s for s, _ in app if s is not None]
+    finished, alone = statistics.median(f for _, f in app), statistics.median(seconds)
+    app_epochs = app_epoch_seconds(home)
+    headless_epochs = [e for r in headless["runs"] for e in r["epochs"]]
+    print()
+    if firsts:
+        print(f"Train to the curve's first point: median {statistics.median(firsts):.2f} s "
+              f"(worst {max(firsts):.2f} s)")
+    print(f"Train to Finished: median {finished:.2f} s in the app, {alone:.2f} s headless: "
+          f"{finished - alone:+.2f} s")
+    if app_epochs and headless_epochs:
+        in_app, base = statistics.median(app_epochs), statistics.median(headless_epochs)
+        print(f"epoch: median {in_app:.3f} s in the app ({len(app_epochs)} epochs), {base:.3f} s "
+              f"headless ({len(headless_epochs)}): {100 * (in_app / base - 1):+.1f}%")
     return 0
 
 

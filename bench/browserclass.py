@@ -303,13 +303,14 @@ def wait_for_quiet(max_wait: float, share: float = 0.15, window: float = 5.0) ->
 # ----------------------------------------------------------------------------------------- browser
 
 # Installed in each page: notes the Train page's status line every 100 ms, and once armed, the
-# time (Date.now(), ms) training started and the run ended.
+# time (Date.now(), ms) training started and the run ended; the status of the run before (shown
+# when it was armed) counts for nothing until the page shows another.
 WATCHER_JS = """() => {
   if (window.__dllab) return;
   const END = [['Finished.', 'finished'], ['Stopped', 'stopped'], ['Diverged', 'diverged'],
                ['Training failed', 'failed']];
   const w = window.__dllab = {armed: false, armedAt: null, startedAt: null, finishedAt: null,
-                              endedAs: null, status: ''};
+                              endedAs: null, status: '', stale: null};
   w.look = () => {
     const main = document.querySelector('[data-testid="stMain"]') || document.body;
     const bar = main.querySelector('[data-testid="stProgress"]');
@@ -322,6 +323,10 @@ WATCHER_JS = """() => {
     }
     w.status = status;
     if (!w.armed) return;
+    if (w.stale !== null) {  // the status of the run before this one, until the page moves on
+      if (status === w.stale) return;
+      w.stale = null;
+    }
     const now = Date.now();
     if (w.startedAt === null && status.startsWith('Epoch')) w.startedAt = now;
     if (w.finishedAt === null) {
@@ -331,8 +336,9 @@ WATCHER_JS = """() => {
     }
   };
   w.arm = () => {
+    w.look();
     Object.assign(w, {armed: true, armedAt: Date.now(), startedAt: null, finishedAt: null,
-                      endedAs: null});
+                      endedAs: null, stale: w.status});
     w.look();
   };
   setInterval(w.look, 100);

@@ -29,7 +29,9 @@ name may be, for the app and the CLI alike.
 from __future__ import annotations
 
 import html
+import os
 import re
+from collections.abc import Iterable
 
 MAX_NAME_CHARS = 80
 
@@ -89,15 +91,48 @@ def check_name(name: object, what: str = "name") -> str:
     return text
 
 
-# An absolute path (or one from the home folder) at the start of a word: "/srv/data/x(.gz)".
-_PATH = re.compile(r"(?<![\w/.~\-])(?:~(?=/)|/(?=[^\s/]))[^\s'\"`,;]*")
+# A path at the start of a word: absolute ("/srv/data/x(.gz)"), from the home folder ("~/x") or
+# relative to the working folder ("./x", "../shared/data").
+_PATH = re.compile(r"(?<![\w/.~\-])(?:~(?=/)|\.{1,2}(?=/)|/(?=[^\s/]))[^\s'\"`,;]*")
+# What may follow a known folder in a path: nothing that continues its last name, then "/..." .
+_FOLDER_END = r"(?![\w\-]|\.\w)(?:/[^\s'\"`,;]*)?"
 SERVER_FOLDER = "[a folder on the server]"
 
 
-def hide_paths(text: object) -> str:
-    """`text` with every absolute path on the server replaced by SERVER_FOLDER: what a student
-    sees of a message about the server's files (the teacher sees them whole)."""
-    def replace(match: re.Match) -> str:
-        path = match.group(0)
-        return SERVER_FOLDER + path[len(path.rstrip(".:")):]  # a full stop after it stays
-    return _PATH.sub(replace, str(text))
+def _spellings(folders: Iterable[object]) -> set[str]:
+    """Each folder as given, absolute, resolved and relative to the working folder; only what
+    names a folder ("/x", "../x"), never "/" alone or a bare word that ordinary text could hold."""
+    found: set[str] = set()
+    for folder in folders:
+        text = str(folder or "").strip()
+        if not text:
+            continue
+        full = os.path.abspath(os.path.expanduser(text))
+        for spelling in (text, full, os.path.realpath(full), _relative(full)):
+            spelling = spelling.rstrip("/")
+            if "/" in spelling and len(spelling) > 1:
+                found.add(spelling)
+    return found
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _hidden(match: re.Match) -> str:
+    path = match.group(0)
+    return SERVER_FOLDER + path[len(path.rstrip(".:")):]  # a full stop after it stays
+
+
+def hide_paths(text: object, folders: Iterable[object] = ()) -> str:
+    """`text` with every path on the server replaced by SERVER_FOLDER: what a student sees of a
+    message about the server's files (the teacher sees them whole). `folders` are the server's
+    known folders (the class's data folder, DLLAB_HOME...): they are hidden whole first, with what
+    follows them, so a space in one or a relative spelling of it hides as well."""
+    text = str(text)
+    for folder in sorted(_spellings(folders), key=len, reverse=True):
+        text = re.sub(r"(?<![\w/.~\-])" + re.escape(folder) + _FOLDER_END, _hidden, text)
+    return _PATH.sub(_hidden, text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ def plotly_array(value) -> np.ndarray:
         shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
     return np.array(value, dtype=float)
+
+
+def unescape(markdown: str) -> str:
+    """The text CommonMark shows for backslash-escaped markdown (word joiners are invisible)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
+def shown_literally(markdown: str, text: str) -> bool:
+    """`text` is in the element's markdown only escaped: shown as typed, never as markup."""
+    return text not in markdown and text in unescape(markdown)
 
 
 def click_train(at: AppTest, state: str = "finished") -> TrainingJob:

@@ -254,7 +254,7 @@ def test_cli_json(cli, capsys) -> None:
 def test_cli_bad_values_exit_2(cli, capsys, argv: list[str]) -> None:
     assert cli("--dataset", "digits", *argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("dllab baseline: ")
+    assert len(err) == 1 and err[0].startswith("python -m dlcore: error: ")
 
 
 def test_cli_with_real_loaders(monkeypatch, tmp_path: Path, capsys) -> None:

@@ -136,3 +136,33 @@ def test_only_the_teacher_changes_the_classroom(monkeypatch) -> None:
         room.set_policy(ClassPolicy(caps={"train.epochs": 0}), TEACHER)
     assert room.policy.caps == {"train.epochs": 5}
     assert Classroom().teacher_by_default(None) and not Classroom().has_key
+
+
+def test_the_data_folder_is_kept_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    room = Classroom()
+    room.set_data_dir(" ../shared/data/mnist ", TEACHER)
+    assert room.data_dir == str(tmp_path.parent / "shared" / "data" / "mnist")
+    room.set_data_dir("  ", TEACHER)
+    assert room.data_dir == ""
+
+
+def test_a_learning_curve_is_held_to_the_rules_of_a_run() -> None:
+    from dlcore.engine.data import load_dataset
+    from dlcore.engine.duration import DurationLimitError
+    from dlcore.engine.memory import MemoryLimitError
+    from dlcore.views.baseline import check_curve, curve_epochs_limit
+
+    digits = load_dataset("digits", "")
+    rules = ClassPolicy(caps={"train.epochs": 2})
+    assert curve_epochs_limit(rules, teacher=False) == 2
+    assert curve_epochs_limit(rules, teacher=True) == curve_epochs_limit(ClassPolicy(), False) == 20
+    config = RunConfig().replace(**{"train.epochs": 3, "model.hidden": (16,)})
+    with pytest.raises(PolicyError, match="epochs may be at most 2"):
+        check_curve(config, digits, [100, 0], policy=rules, teacher=False, memory_limit=10**12)
+    check_curve(config, digits, [100, 0], policy=rules, teacher=True, memory_limit=10**12)
+    with pytest.raises(MemoryLimitError):
+        check_curve(config, digits, [100], policy=rules, teacher=True, memory_limit=10**6)
+    with pytest.raises(DurationLimitError):
+        check_curve(config, digits, [100], policy=ClassPolicy(max_job_seconds=0.001), teacher=True,
+                    memory_limit=10**12)

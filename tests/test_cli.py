@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,20 @@ def test_more_bad_arguments_exit_2_with_one_line_in_process(
     assert captured.out == ""
 
 
+def test_every_subcommand_says_its_errors_with_one_prefix(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as parsed:
+        cli.main(["runs", "show"])
+    assert parsed.value.code == 2
+    assert capsys.readouterr().err.startswith("python -m dlcore: error: runs show: ")
+    for args in (["runs", "show", "7"], ["baseline", "--dataset", "digits", "--trees", "0"],
+                 ["train", "--epochs", "0"]):
+        code, line = _one_line_code(args, capsys)
+        assert code == 2 and line.startswith("python -m dlcore: error: "), (args, line)
+
+
 def test_a_name_over_80_characters_or_on_two_lines_exits_2_with_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
@@ -221,6 +236,115 @@ def test_an_out_of_memory_run_exits_1_with_one_line(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("DLLAB_TRACEBACK", "1")
     with pytest.raises(KeyError):
         cli.main(args + ["--no-record"])
+
+
+def test_an_interrupt_anywhere_exits_1_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+    with monkeypatch.context() as mp:  # while the parser (and the subcommands' modules) load
+        mp.setattr(cli, "build_parser", interrupted)
+        assert _one_line_code(["runs", "list"], capsys) == (1, "python -m dlcore: error: interrupted")
+    with monkeypatch.context() as mp:  # while the data loads
+        mp.setattr(cli, "load_for_cli", interrupted)
+        code, line = _one_line_code(["train", "--dataset", "digits"], capsys)
+        assert (code, line) == (1, "python -m dlcore: error: interrupted")
+
+
+def test_an_interrupt_between_epoch_records_keeps_the_run_as_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from dlcore.engine.train import train
+    from dlcore.runs import recording
+
+    def train_then_interrupt(*args: object, on_event, **kwargs: object) -> None:
+        def once(event: object) -> None:
+            on_event(event)
+            if isinstance(event, recording.EpochEnd):
+                raise KeyboardInterrupt
+        train(*args, on_event=once, **kwargs)
+    monkeypatch.setenv("DLLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(recording, "train", train_then_interrupt)
+    code, line = _one_line_code(["train", "--dataset", "digits", "--hidden", "16"], capsys)
+    assert (code, line) == (1, "python -m dlcore: error: interrupted")
+    store = RunStore(tmp_path)
+    run = store.get_run(int(store.list_runs()["id"][0]))
+    assert run["status"] == "stopped" and "KeyboardInterrupt" not in run["message"]
+    assert "interrupted" in run["message"] and len(store.epochs(run["id"])) == 1
+
+
+def test_ctrl_c_stops_a_training_run_that_is_recorded_as_stopped_with_its_epochs(tmp_path: Path
+                                                                                 ) -> None:
+    env = {**os.environ, "DLLAB_HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "dlcore", "train", "--dataset", "digits",
+                             "--hidden", "16", "--epochs", "500"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("Epoch 3:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, err
+    assert lines[0].startswith("python -m dlcore: error: interrupted after ") and "Traceback" not in err
+    assert "Status: stopped" in out
+    store = RunStore(tmp_path)
+    (run_id,) = store.list_runs()["id"]
+    assert store.get_run(run_id)["status"] == "stopped" and len(store.epochs(run_id)) >= 3
+    assert store.weights_path(run_id) is not None
+
+
+# Runs `python -m dlcore runs list` with a Ctrl-C while dlcore.cli is imported.
+INTERRUPTED_IMPORT = """
+import runpy, sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dlcore.engine.config":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["dlcore", "runs", "list"]
+runpy.run_module("dlcore", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_an_interrupt_while_python_m_dlcore_starts_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DLLAB_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr.strip()) == (1, "python -m dlcore: error: interrupted")
+
+
+def _bad_home(tmp_path: Path, kind: str) -> Path:
+    if kind == "a file":
+        (tmp_path / "home").write_text("not a folder")
+        return tmp_path / "home"
+    if kind == "runs.sqlite a folder":
+        (tmp_path / "runs.sqlite").mkdir()
+        return tmp_path
+    return Path("/sys")  # a folder where no file can be made, even by root
+
+
+@pytest.mark.parametrize("kind, why", [("a file", "it is a file, not a folder"),
+                                       ("runs.sqlite a folder", "runs.sqlite: Is a directory"),
+                                       ("/sys", "unable to open database file")])
+def test_a_home_folder_the_history_cannot_use_exits_2_with_one_line_naming_it(
+        kind: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    if kind == "/sys" and not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here")
+    home = _bad_home(tmp_path, kind)
+    monkeypatch.setenv("DLLAB_HOME", str(home))
+    said = f"python -m dlcore: error: the run history cannot be kept in {home} ({why})"
+    code, line = _one_line_code(["runs", "list"], capsys)
+    assert code == 2 and line.startswith(said), line
+
+    def never(*args: object) -> None:
+        raise AssertionError("the data was loaded before the store was opened")
+    monkeypatch.setattr(cli, "load_for_cli", never)
+    code, line = _one_line_code(["train", "--dataset", "digits"], capsys)
+    assert code == 2 and line.startswith(said), line
 
 
 # `python -m dlcore ARGS`, after its imports allowed only 1 GiB more address space.

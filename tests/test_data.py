@@ -6,11 +6,13 @@ import functools
 import gzip
 import hashlib
 import http.server
+import io
 import json
 import os
 import pickle
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -162,16 +164,17 @@ def test_broken_files_are_refused_by_name(tmp_path, breaker):
 IDX_IMAGES_10 = bytes([0, 0, 8, 3]) + np.array((10, 28, 28), ">u4").tobytes()
 
 
-def write_gzip_bomb(folder: Path, gib: int = 1) -> Path:
+def write_gzip_bomb(folder: Path, gib: int = 1, header: bytes = IDX_IMAGES_10) -> Path:
     """MNIST's four files in `folder` for 10 training images, the images file a gzip bomb: its
-    header declares 10x28x28 (7,840 bytes), and ~1 MB of gzip decompresses to `gib` GiB of zeros.
+    `header` declares (by default) 10x28x28, 7,840 bytes, and ~1 MB of gzip decompresses to `gib`
+    GiB of zeros.
     Written as it streams, one 1 MiB gzip member at a time (a gzip file may hold many), so the test
     never holds more than 1 MiB of zeros."""
     make_mnist(folder, n_train=10)
     member = gzip.compress(bytes(1 << 20), compresslevel=9)
     path = folder / "train-images-idx3-ubyte.gz"
     with path.open("wb") as out:
-        out.write(gzip.compress(IDX_IMAGES_10))
+        out.write(gzip.compress(header))
         for _ in range(1024 * gib):
             out.write(member)
     return path
@@ -206,18 +209,34 @@ print(json.dumps({"message": message, "rss": status("VmHWM") - before, "traced":
 """
 
 
-def test_a_gzip_bomb_is_refused_within_100_mb(tmp_path):
-    bomb = write_gzip_bomb(tmp_path)
-    assert bomb.stat().st_size < 1_200_000
-    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], capture_output=True,
+def load_in_a_probe(folder: Path, what: str) -> dict:
+    """MEMORY_PROBE's refusal and extra memory for MNIST in `folder`, printed as `what`."""
+    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(folder)], capture_output=True,
                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     seen = json.loads(run.stdout.splitlines()[-1])
-    print(f"gzip bomb (1 GiB in {bomb.stat().st_size:,} bytes) refused with "
-          f"{seen['rss'] / 1e6:.1f} MB more peak RSS, {seen['traced'] / 1e6:.2f} MB traced")
+    print(f"{what} refused with {seen['rss'] / 1e6:.1f} MB more peak RSS, "
+          f"{seen['traced'] / 1e6:.2f} MB traced")
+    return seen
+
+
+def test_a_gzip_bomb_is_refused_within_100_mb(tmp_path):
+    bomb = write_gzip_bomb(tmp_path)
+    assert bomb.stat().st_size < 1_200_000
+    seen = load_in_a_probe(tmp_path, f"gzip bomb (1 GiB in {bomb.stat().st_size:,} bytes)")
     assert seen["message"] and bomb.name in seen["message"], seen
     assert "more data than the 7,840 bytes" in seen["message"]
+    assert seen["rss"] < 100_000_000 and seen["traced"] < 100_000_000, seen
+
+
+def test_images_of_the_wrong_shape_are_refused_from_the_header_within_100_mb(tmp_path):
+    header = bytes([0, 0, 8, 3]) + np.array((1, 32768, 32768), ">u4").tobytes()
+    path = write_gzip_bomb(tmp_path, header=header)  # honest: 1 GiB of zeros, as declared
+    assert path.stat().st_size < 1_200_000
+    seen = load_in_a_probe(tmp_path, f"one 32768x32768 image ({path.stat().st_size:,} bytes)")
+    assert seen["message"] == (f"{path}: its header declares dimensions (1, 32768, 32768), items "
+                               "of shape (32768, 32768) where (28, 28) is expected."), seen
     assert seen["rss"] < 100_000_000 and seen["traced"] < 100_000_000, seen
 
 
@@ -232,9 +251,9 @@ def test_a_header_declaring_more_than_the_file_can_hold_is_refused_before_readin
     (tmp_path / "train-images-idx3-ubyte").write_bytes(IDX_IMAGES_10 + bytes(7840 + 1))
     with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: more data than the 7,840"):
         load_dataset("mnist", tmp_path)
-    assert data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", 1).shape == (10,)
+    assert data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", ()).shape == (10,)
     with pytest.raises(DatasetError, match="limit of 5"):
-        data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", 1, max_bytes=5)
+        data.read_idx(tmp_path / "train-labels-idx1-ubyte.gz", (), max_bytes=5)
 
 
 def test_a_symlink_loop_as_the_data_folder_is_one_message(tmp_path):
@@ -299,6 +318,53 @@ def test_cifar_batches(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": print}))  # a global: refused
     with pytest.raises(DatasetError, match="test_batch"):
         load_dataset("cifar10", tmp_path)
+
+
+def write_tarball(path: Path, members: dict[str, bytes | str | None]) -> Path:
+    """A .tar.gz of files (name: bytes), symbolic links (name: target) and folders (name: None)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members.items():
+            member = tarfile.TarInfo(name)
+            if content is None:
+                member.type = tarfile.DIRTYPE
+            elif isinstance(content, str):
+                member.type, member.linkname = tarfile.SYMTYPE, content
+            else:
+                member.size = len(content)
+            tar.addfile(member, io.BytesIO(content) if isinstance(content, bytes) else None)
+    return path
+
+
+def cifar_batch() -> bytes:
+    return pickle.dumps({"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8),
+                         "labels": [0, 3, 9, 1]})
+
+
+def test_a_cifar_tarball_unpacks_into_its_folder(tmp_path):
+    members = {"cifar-10-batches-py": None} | {f"cifar-10-batches-py/{stem}": cifar_batch()
+                                              for stem in data.CIFAR_FILES}
+    tarball = write_tarball(tmp_path / "cifar-10-python.tar.gz", members)
+    assert data._unpack(tarball, tmp_path, "advice") == tmp_path / "cifar-10-batches-py"
+    assert not tarball.exists()
+    assert (tmp_path / "cifar-10-batches-py/test_batch").read_bytes() == members[
+        "cifar-10-batches-py/test_batch"]
+    assert load_dataset("cifar10", tmp_path).train_x.shape == (20, 3, 32, 32)
+
+
+@pytest.mark.parametrize("bad", [
+    {"../escaped": b"x"}, {"cifar-10-batches-py/../../escaped": b"x"}, {"TMP/escaped": b"x"},
+    {"cifar-10-batches-py/up": "../..", "cifar-10-batches-py/up/escaped": b"x"},
+], ids=["dot-dot", "dot-dot-inside", "absolute", "symlink"])
+def test_a_tarball_reaching_outside_its_folder_is_refused(tmp_path, bad):
+    root = tmp_path / "root"
+    root.mkdir()
+    bad = {name.replace("TMP", str(tmp_path)): content for name, content in bad.items()}
+    tarball = write_tarball(root / "cifar-10-python.tar.gz",
+                            {"cifar-10-batches-py/data_batch_1": cifar_batch()} | bad)
+    with pytest.raises(DatasetError) as info:
+        data._unpack(tarball, root, "advice")
+    assert str(info.value).startswith(f"{tarball}: cannot unpack ({next(iter(bad))!r}"), info.value
+    assert [p for p in tmp_path.rglob("*") if root not in (p, *p.parents)] == []
 
 
 def test_download_without_network_fails_fast(tmp_path):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from apphelpers import chart_keys, chart_spec, start_app, train_run
+from apphelpers import chart_keys, chart_spec, start_app, train_run, unescape
 from streamlit.testing.v1 import AppTest
 
+from app_pages import common
 from dlcore import numbers
 from dlcore.engine.baselines import ForestParams, fit_forest
+from dlcore.runs.policy import ClassPolicy
+from dlcore.runs.roles import Person
 
 
 def table(at: AppTest):
@@ -166,3 +169,76 @@ def test_no_run_still_fits_and_says_a_network_is_needed(tmp_path, monkeypatch):
     assert any("test accuracy" in s.value for s in at.success)
     assert not [d for d in at.dataframe if "measure" in d.value.columns]
     assert "baseline.importances" in chart_keys(at) and "baseline.weights" not in chart_keys(at)
+
+
+TEACHER = Person("the teacher", "Teacher", teacher=True)
+
+
+def students_baseline_page(monkeypatch, tmp_path, rules: ClassPolicy) -> AppTest:
+    """A student's session (the server has a teacher key) on the page, under the class's `rules`."""
+    monkeypatch.setenv("DLLAB_TEACHER_KEY", "a key")
+    at = start_app(monkeypatch, tmp_path)
+    common.classroom().set_policy(rules, TEACHER)
+    at.switch_page("app_pages/baseline.py").run()
+    assert not at.exception
+    at.slider(key="baseline.trees").set_value(10)
+    at.multiselect(key="baseline.sizes").set_value([100])
+    return at
+
+
+def curve_refusal(at: AppTest) -> str:
+    """Press Run learning curve, expecting a refusal: its text, unescaped. No curve is measured."""
+    def measured():
+        state = at.session_state
+        return state["baseline.curve_result"] if "baseline.curve_result" in state else None
+    before = measured()
+    at.button(key="baseline.curve").click().run()
+    assert not at.exception and measured() is before
+    (refusal,) = [e.value for e in at.error if e.value.startswith("Cannot run the learning curve")]
+    return unescape(refusal)
+
+
+def test_a_students_learning_curve_follows_the_class_rules(tmp_path, monkeypatch):
+    rules = ClassPolicy(fixed={"train.lr": 0.01}, caps={"train.epochs": 2})
+    at = students_baseline_page(monkeypatch, tmp_path, rules)
+    epochs = at.number_input(key="baseline.curve_epochs")
+    assert epochs.max == 2 and epochs.value == 2  # 3 by default: capped
+    assert "Learning rate is fixed at 0.01" in curve_refusal(at)  # the Train page's is 0.001
+
+    at.switch_page("app_pages/train.py").run()  # the rules set its learning rate
+    at.switch_page("app_pages/baseline.py").run()
+    at.button(key="baseline.curve").click().run()
+    assert not at.exception
+    config = at.session_state["baseline.curve_result"].config
+    assert (config.train.lr, config.train.epochs) == (0.01, 2)
+
+    common.classroom().set_policy(ClassPolicy(max_job_seconds=0.01), TEACHER)
+    at.run()
+    refusal = curve_refusal(at)
+    assert "This run would take" in refusal and "at most 0.01 s" in refusal
+
+
+def test_a_learning_curve_too_big_for_the_memory_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_MAX_JOB_MEMORY", "300M")
+    at = start_app(monkeypatch, tmp_path)  # no key, on the server's machine: the teacher
+    at.switch_page("app_pages/baseline.py").run()
+    at.multiselect(key="baseline.sizes").set_value([100])
+    assert "more than the 300 MB one run may use" in curve_refusal(at)
+
+
+def test_a_student_sees_no_server_path_when_the_forest_or_the_curve_fails(tmp_path, monkeypatch):
+    from dlcore.engine import baselines
+    from dlcore.views import baseline as comparison
+
+    def fails(*args, **kwargs):
+        raise OSError(13, "Permission denied", str(tmp_path / "baselines" / "forest.npz"))
+    monkeypatch.setattr(baselines, "fit_forest", fails)
+    monkeypatch.setattr(comparison, "learning_curve", fails)
+    at = students_baseline_page(monkeypatch, tmp_path, ClassPolicy())
+    for button, said in (("baseline.curve", "The learning curve failed"),
+                         ("baseline.fit", "The forest could not be fitted")):
+        at.button(key=button).click().run()
+        assert not at.exception
+        (error,) = [e.value for e in at.error]
+        assert error.startswith(said) and "Permission denied" in error
+        assert str(tmp_path) not in error and "a folder on the server" in error

@@ -6,12 +6,14 @@ never see its path."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
-from apphelpers import APP, train_run
+from apphelpers import APP, shown_literally, train_run, unescape
 from streamlit.testing.v1 import AppTest
 
 from app_pages import common
+from dlcore.runs.policy import ClassPolicy
 from dlcore.runs.store import RunStore
 
 KEY = "correct horse battery staple"
@@ -113,6 +115,41 @@ def test_the_teacher_stops_a_students_job_from_the_class_page(school):
     assert job.wait(120) and job.snapshot().state == "stopped"
 
 
+def test_markup_in_a_display_name_or_a_tag_shows_as_typed(school):
+    name = "**Ada** [x](http://e.com) $$y$$ <b>"
+    ada = school()
+    ada.text_input(key="name_prompt").input(name)
+    ada.button(key="name_ok").click().run()
+    (me,) = [c.value for c in ada.sidebar.caption if c.value.startswith("**You:**")]
+    assert shown_literally(me, name), me
+    ada.slider(key="train.epochs").set_value(50)
+    ada.button(key="train_button").click().run()
+    job = ada.session_state["job"]
+    deadline = time.monotonic() + 120
+    while job.snapshot().progress is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # running, so its run is in the history
+
+    teacher = school()
+    become_teacher(teacher)
+    teacher.selectbox(key="class.stop_target").set_value(job.id)
+    teacher.button(key="class.stop").click().run()
+    (said,) = [s.value for s in teacher.success if "is stopping" in s.value]
+    assert shown_literally(said, name), said
+    assert job.wait(120)
+    (run_id,) = RunStore(os.environ["DLLAB_HOME"]).list_runs()["id"]
+
+    ben = school()
+    pick_run(ben, run_id)
+    (whose,) = [c.value for c in ben.caption if c.value.startswith("This is")]
+    assert shown_literally(whose, name), whose
+
+    pick_run(teacher, run_id)
+    teacher.text_input(key="experiments.tags").input("**b**, [l](http://e.com)")
+    teacher.button(key="experiments.set_tags").click().run()
+    (tagged,) = [s.value for s in teacher.success if "tagged" in s.value]
+    assert shown_literally(tagged, "**b**, [l](http://e.com)"), tagged
+
+
 def test_the_class_rules_show_fixed_on_a_students_page_and_bind_their_runs(school):
     teacher = school()
     become_teacher(teacher)
@@ -169,6 +206,52 @@ def test_the_data_folder_is_the_teachers_and_students_never_see_its_path(school,
         assert not student.exception, (page, student.exception)
 
 
+def test_a_data_folder_with_a_space_or_typed_relative_is_hidden_whole(school, tmp_path,
+                                                                      monkeypatch):
+    folder = tmp_path / "period 3 data"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    teacher = school()
+    become_teacher(teacher)
+    teacher.text_input(key="class.data_dir").input("./period 3 data").run()
+    assert common.classroom().data_dir == str(folder)
+
+    student = school()
+    notes = [w.value for w in student.sidebar.warning]
+    assert len(notes) == 1 and "bundled MNIST sample" in notes[0]
+    assert "period" not in notes[0] and "3 data" not in notes[0] and str(tmp_path) not in notes[0]
+    assert "a folder on the server" in notes[0]
+
+
+def test_a_student_sees_no_server_path_when_a_run_fails_and_the_teacher_does(school, tmp_path):
+    weights = tmp_path / "weights"
+    weights.write_text("a file where the weights folder goes")
+    student = school()
+    train_run(student, epochs=1, subset=300, state="failed")
+    (failed,) = [e.value for e in student.error if e.value.startswith("Training failed")]
+    assert str(tmp_path) not in unescape(failed) and "a folder on the server" in failed
+    (run_id,) = RunStore(tmp_path).list_runs()["id"]
+    pick_run(student, run_id)
+    (status,) = [c.value for c in student.caption if c.value.startswith("Status **failed**")]
+    assert str(tmp_path) not in unescape(status) and "a folder on the server" in status
+
+    teacher = school()
+    become_teacher(teacher)
+    pick_run(teacher, run_id)
+    (status,) = [c.value for c in teacher.caption if c.value.startswith("Status **failed**")]
+    assert str(weights) in unescape(status)
+
+
+def test_train_says_in_one_line_when_the_history_cannot_be_opened(school, tmp_path):
+    (tmp_path / "runs.sqlite").mkdir()
+    student = school("app_pages/train.py")
+    student.button(key="train_button").click().run()
+    assert not student.exception and "job" not in student.session_state
+    (error,) = [e.value for e in student.error]
+    assert error.startswith("Cannot start: ") and "run history cannot be kept" in error
+    assert str(tmp_path) not in unescape(error) and "a folder on the server" in error
+
+
 def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     teacher = school()
     become_teacher(teacher)
@@ -185,6 +268,30 @@ def test_a_time_cap_shows_the_estimate_and_refuses_a_run_too_long(school):
     assert any(e.value.startswith("Cannot start: This run would take") and "at most 2 s" in e.value
                for e in student.error)
     assert "job" not in student.session_state
+
+
+def test_clear_all_rules_clears_the_time_cap_too(school):
+    teacher = school()
+    become_teacher(teacher)
+    teacher.number_input(key="class.cap.train.epochs").set_value(5)
+    teacher.number_input(key="class.max_seconds").set_value(60).run()
+    teacher.button(key="class.save").click().run()
+    assert common.classroom().policy == ClassPolicy(caps={"train.epochs": 5}, max_job_seconds=60)
+    teacher.button(key="class.clear").click().run()
+    assert common.classroom().policy == ClassPolicy()
+    assert any("No class rules" in c.value for c in teacher.caption)
+
+
+def test_a_fractional_time_cap_from_the_environment_survives_saving_the_rules(school,
+                                                                                monkeypatch):
+    monkeypatch.setenv("DLLAB_MAX_JOB_SECONDS", "0.5")
+    teacher = school()
+    become_teacher(teacher)
+    assert teacher.number_input(key="class.max_seconds").value == 0.5
+    teacher.number_input(key="class.cap.train.epochs").set_value(5).run()
+    teacher.button(key="class.save").click().run()
+    assert common.classroom().policy == ClassPolicy(caps={"train.epochs": 5}, max_job_seconds=0.5)
+    assert "a run may take at most 0.5 s" in next(i.value for i in teacher.info if "rules" in i.value)
 
 
 def test_the_teacher_makes_a_class_link_that_opens_with_its_settings_fixed(school):

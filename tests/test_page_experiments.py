@@ -4,12 +4,11 @@ bundled MNIST sample), and over an empty history."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from apphelpers import APP, click_train, plotly_array, start_app
+from apphelpers import APP, click_train, plotly_array, shown_literally, start_app
 from streamlit.testing.v1 import AppTest
 
 from dlcore.engine.config import RunConfig
@@ -70,6 +69,26 @@ def test_corrupt_history_is_moved_aside_with_a_warning(tmp_path, monkeypatch):
     assert not at.exception
     assert any("moved aside" in w.value for w in at.warning)
     assert list(tmp_path.glob("runs.sqlite.corrupt-*"))
+
+
+def test_a_run_whose_config_is_not_json_is_listed_with_one_note(tmp_path, monkeypatch):
+    import sqlite3
+
+    store = RunStore(tmp_path)
+    for name in ("good", "damaged"):
+        run_id = store.start_run(RunConfig().to_dict(), dataset="mnist-sample", device="cpu",
+                                 name=name)
+        store.finish_run(run_id, "finished", metrics={"test_acc": 0.9})
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE runs SET config = 'not json' WHERE id = ?", (run_id,))
+    at = start_app(monkeypatch, tmp_path)
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    notes = [w.value for w in at.main.warning if "cannot be read" in w.value]
+    assert len(notes) == 1 and notes[0].startswith(f"Run {run_id} has settings or tags"), notes
+    assert sorted(table(at)["name"]) == ["damaged", "good"]
+    at.multiselect(key="experiments.compare").set_value([run_id]).run()
+    assert not at.exception
 
 
 def test_table_lists_both_runs_with_only_the_differing_config(recorded):
@@ -245,16 +264,6 @@ def test_after_a_reset_no_old_weights_and_dead_or_stuck_runs_can_be_cleared(tmp_
 
 HOSTILE_NAMES = ("![x](http://host/x.png)", "[click](http://e.com)", "$$x^2$$",
                  '<a href="http://e.com">a</a>')
-
-
-def unescape(markdown: str) -> str:
-    """The text CommonMark shows for backslash-escaped markdown (word joiners are invisible)."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
-
-
-def shown_literally(markdown: str, text: str) -> bool:
-    """`text` is in the element's markdown only escaped: shown as typed, never as markup."""
-    return text not in markdown and text in unescape(markdown)
 
 
 def test_markdown_and_html_in_run_names_show_as_typed(tmp_path, monkeypatch):

@@ -8,7 +8,16 @@ import time
 
 import numpy as np
 import streamlit
-from apphelpers import APP, chart_keys, chart_spec, click_train, plotly_array, start_app, train_run
+from apphelpers import (
+    APP,
+    chart_keys,
+    chart_spec,
+    click_train,
+    plotly_array,
+    start_app,
+    train_run,
+    unescape,
+)
 from streamlit.string_util import is_material_icon
 from streamlit.testing.v1 import AppTest
 
@@ -134,7 +143,7 @@ def test_a_runner_that_cannot_be_had_is_said_on_the_page(tmp_path, monkeypatch):
     at = start_app(monkeypatch, tmp_path)
     assert not at.exception
     assert any("Training is not available on this server" in e.value and "DLLAB_RUNNER='gpu-farm'"
-               in e.value and "process, thread, ray" in e.value for e in at.error)
+               in unescape(e.value) and "process, thread, ray" in e.value for e in at.error)
     at.button(key="train_button").click().run()
     assert not at.exception and "job" not in at.session_state
 

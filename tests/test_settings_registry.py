@@ -22,7 +22,7 @@ CLIP = "train.grad_clip"
 @pytest.fixture
 def clipping(monkeypatch: pytest.MonkeyPatch) -> type:
     """The config's TrainConfig with one more field, gradient clipping, and its description: the
-    only change, as a new setting would be added to dlcore/config.py."""
+    only change, as a new setting would be added to dlcore/engine/config.py."""
     extended = dataclasses.make_dataclass(
         "TrainConfig",
         [("grad_clip", float, dataclasses.field(default=0.0, metadata=describe(

@@ -21,7 +21,7 @@ import torch
 
 from dlcore.cli import runs as cli_runs
 from dlcore.engine.config import RunConfig
-from dlcore.runs.store import SCHEMA_VERSION, RunStore, StoreError
+from dlcore.runs.store import SCHEMA_VERSION, UNREADABLE, RunStore, StoreError, unreadable_note
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = RunConfig().replace(**{"model.hidden": (64, 32), "train.lr": 0.01}).to_dict()
@@ -264,7 +264,43 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
     for action in ("show", "delete"):
         assert _cli("runs", "--home", home, action, str(b)) == 2
         captured = capsys.readouterr()
-        assert captured.err.strip() == f"dllab runs: no run {b}" and captured.out == ""
+        assert captured.err.strip() == f"python -m dlcore: error: no run {b}" and captured.out == ""
+
+
+def test_a_home_the_history_cannot_use_is_one_store_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match=f"cannot be kept in {tmp_path / 'file'} "
+                                         r"\(it is a file, not a folder\)"):
+        RunStore(tmp_path / "file")
+    (tmp_path / "runs.sqlite").mkdir()
+    with pytest.raises(StoreError, match=r"runs\.sqlite: Is a directory"):
+        RunStore(tmp_path)
+
+
+def test_a_row_whose_config_or_tags_are_not_json_is_listed_without_them(
+        store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = store.start_run(CONFIG, dataset="digits", device="cpu", name="good")
+    bad = store.start_run(CONFIG, dataset="digits", device="cpu", name="bad config")
+    odd = store.start_run(CONFIG, dataset="digits", device="cpu", name="bad tags")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE runs SET config = '{\"model\": ' WHERE id = ?", (bad,))
+        conn.execute("UPDATE runs SET tags = '[\"a' WHERE id = ?", (odd,))
+    runs = store.list_runs().set_index("id")
+    assert list(runs.index) == [odd, bad, good] and runs.attrs[UNREADABLE] == [odd, bad]
+    assert runs.loc[good, "train.lr"] == 0.01 and pd.isna(runs.loc[bad, "train.lr"])
+    assert runs.loc[odd, "tags"] == "" and runs.loc[odd, "train.lr"] == 0.01
+    run = store.get_run(bad)
+    assert run["config"] is None and run["unreadable"] and not store.get_run(good)["unreadable"]
+    assert unreadable_note([bad]).startswith(f"Run {bad} has settings or tags")
+    assert unreadable_note([odd, bad]).startswith(f"Runs {bad} and {odd} have")
+    assert unreadable_note([]) is None
+
+    home = str(store.home)
+    for args in (["list"], ["show", str(bad)], ["export", "--csv", str(tmp_path / "all.csv")]):
+        assert _cli("runs", "--home", home, *args) == 0, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot be read (not valid JSON)" in err[0], (args, err)
+    assert len(pd.read_csv(tmp_path / "all.csv")) == 3
 
 
 def test_schema_version_and_newer_databases(store: RunStore) -> None:

@@ -1,4 +1,5 @@
-"""The server's Streamlit config: the per-run garbage collection stays off, the app stays local."""
+"""The server's Streamlit config: the per-run garbage collection stays off, the app stays local,
+uploads stay small."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from dlcore.views.draw import MAX_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +38,12 @@ def test_no_pages_folder_beside_app_py() -> None:
     # called st.navigation: a deep link on a fresh server showed that. The pages live in app_pages/.
     assert not (ROOT / "pages").exists()
     assert (ROOT / "app_pages" / "experiments.py").exists()
+
+
+def test_uploads_are_capped_at_the_size_the_app_accepts() -> None:
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    limit = config["server"]["maxUploadSize"] * 1024 * 1024  # Streamlit counts MiB
+    assert MAX_BYTES <= limit < 2 * MAX_BYTES
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "server.maxUploadSize" in readme and "Student 7" in readme
+    assert "reverse proxy" in readme and "asked once on the Train page" in readme

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -97,3 +98,24 @@ def test_check_name_refuses_long_or_multiline_names():
 ])
 def test_hide_paths_leaves_no_server_path(text: str, shown: str) -> None:
     assert hide_paths(text) == shown
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("The data folder ../shared/data/mnist cannot be opened.",
+     "The data folder [a folder on the server] cannot be opened."),
+    ("see ./data/x.gz, then", "see [a folder on the server], then"),
+])
+def test_hide_paths_hides_relative_paths(text: str, shown: str) -> None:
+    assert hide_paths(text) == shown
+
+
+def test_hide_paths_hides_known_folders_whole_with_spaces_and_relative_spellings(tmp_path) -> None:
+    folder = tmp_path / "class data"
+    text = f"cannot read {folder}/MNIST/x.gz. Is {folder} right? Not {folder}-old."
+    shown = hide_paths(text, [str(folder)])
+    assert "class data" not in shown and str(tmp_path) not in shown
+    assert shown == ("cannot read [a folder on the server]. Is [a folder on the server] right? Not "
+                     "[a folder on the server] data-old.")
+    relative = os.path.relpath(folder)
+    assert hide_paths(f"{relative} is missing", [folder]) == "[a folder on the server] is missing"
+    assert hide_paths("a 1/2 split of the data", ["/", "", "data"]) == "a 1/2 split of the data"

@@ -16,6 +16,7 @@ import math
 import sys
 from typing import Any
 
+from dlcore.cli.main import error_line
 from dlcore.engine.baselines import FEATURE_KINDS, ForestParams, fit_forest
 from dlcore.engine.dataset import DatasetError
 
@@ -110,5 +111,5 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"dllab baseline: {message}", file=sys.stderr)
+    error_line(message)
     return code

@@ -10,21 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from dlcore.engine.config import PRESETS, SECTIONS, ConfigError, RunConfig, setting, settings
 from dlcore.text import MAX_NAME_CHARS, check_name
+
+PROG = "python -m dlcore"
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+def error_line(message: str) -> None:
+    """The one line on stderr that every failure of every subcommand ends with."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one clear line instead of usage + message
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        command = self.prog.removeprefix(PROG).strip()
+        error_line(f"{command}: {message}" if command else message)
         sys.exit(2)
 
 
@@ -69,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dlcore.cli import baseline as cli_baseline
     from dlcore.cli import runs as cli_runs
 
-    parser = _Parser(prog="python -m dlcore", description="DL Lab engine, headless.")
+    parser = _Parser(prog=PROG, description="DL Lab engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a network and print its epochs")
@@ -112,16 +123,51 @@ def load_for_cli(name: str, data_dir: str | None):
     return dataset
 
 
+def open_store(record: bool):
+    """The run history, opened before anything slow so that a folder it cannot use fails at once
+    (CliError); None with `record` False."""
+    from dlcore.runs.store import RunStore, StoreError
+
+    if not record:
+        return None
+    try:
+        store = RunStore()
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    if store.notice:
+        print(store.notice, file=sys.stderr)
+    return store
+
+
+@contextmanager
+def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first Ctrl-C sets `stop` (the run ends after its step, as stopped, its
+    finished epochs kept), a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first_interrupt(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _train(args: argparse.Namespace) -> int:
     from dlcore.engine.train import EpochEnd
     from dlcore.runs.recording import train_recorded
-    from dlcore.runs.store import RunStore
 
     try:
         name = check_name(args.name) or None
     except ValueError as exc:
         raise CliError(f"--name: {exc}") from None
     config = config_from_args(args)
+    store = open_store(not args.no_record)
     dataset = load_for_cli(config.train.dataset, args.data_dir)
     config = config.replace(**{"train.dataset": dataset.name})
     from dlcore.engine.devices import describe_device
@@ -139,10 +185,10 @@ def _train(args: argparse.Namespace) -> int:
             print(f"Epoch {m.epoch}: Train Acc: {m.train_acc:.2%}, Test Acc: {m.test_acc:.2%}",
                   flush=True)
 
-    store = None if args.no_record else RunStore()
-    if store is not None and store.notice:
-        print(store.notice, file=sys.stderr)
-    result, run_id = train_recorded(config, dataset, store=store, on_event=show, name=name)
+    stop = threading.Event()
+    with stop_on_interrupt(stop):
+        result, run_id = train_recorded(config, dataset, store=store, on_event=show, name=name,
+                                        stop=stop)
     if args.json:
         print(json.dumps({
             "status": result.status, "run_id": run_id, "dataset": dataset.name,
@@ -161,6 +207,10 @@ def _train(args: argparse.Namespace) -> int:
         if run_id is not None:
             summary += f"; recorded as run {run_id}"
         print(summary)
+    if stop.is_set():
+        kept = f"; run {run_id} is recorded as stopped" if run_id is not None else ""
+        error_line(f"interrupted after {len(result.history)} finished epoch(s){kept}")
+        return 1
     return 0 if result.status in ("finished", "stopped") else 1
 
 
@@ -192,30 +242,34 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure ends with one line on stderr, never a traceback: exit status
-    2 for bad input (flags, values, data that cannot be read), 1 for a run that failed (out of
-    memory, a file that cannot be written, anything unexpected; DLLAB_TRACEBACK=1 shows the
-    traceback of the unexpected)."""
+    2 for bad input (flags, values, data or a home folder that cannot be read), 1 for a run that
+    failed (out of memory, a file that cannot be written, an interrupt, anything unexpected;
+    DLLAB_TRACEBACK=1 shows the traceback of the unexpected)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from dlcore.engine.dataset import DatasetError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (CliError, ConfigError, DatasetError) as exc:
-        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        error_line(_one_line(exc))
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # noqa: BLE001 - the README promises one line, not a traceback
         if _out_of_memory(exc):
             detail = f" ({_one_line(exc)})" if str(exc).strip() else ""
-            print(f"{parser.prog}: error: out of memory{detail}; try a smaller batch size, "
-                  "network or training subset", file=sys.stderr)
+            error_line(f"out of memory{detail}; try a smaller batch size, network or training "
+                       "subset")
         elif isinstance(exc, OSError):
-            print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+            error_line(_one_line(exc))
         elif os.environ.get("DLLAB_TRACEBACK") == "1":
             raise
         else:
-            print(f"{parser.prog}: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+            error_line(f"{type(exc).__name__}: {_one_line(exc)}")
         return 1

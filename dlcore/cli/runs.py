@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from dlcore.runs.store import RunStore, StoreError
+from dlcore.cli.main import error_line
+from dlcore.runs.store import UNREADABLE, RunStore, StoreError, unreadable_note
 
 LIST_COLUMNS = ("id", "created", "name", "dataset", "status", "test_acc", "epochs")
 
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the chosen action; 0 on success, 2 for a run that does not exist, 1 for I/O errors."""
+    """Run the chosen action; 0 on success, 2 for a run that does not exist or a home folder the
+    history cannot be kept in, 1 for other I/O errors."""
     try:
         store = RunStore(getattr(args, "home", None))
         if store.notice:
@@ -50,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
         return {"list": _list, "show": _show, "export": _export, "delete": _delete}[action](
             store, args)
     except StoreError as exc:
-        print(f"dllab runs: {exc}", file=sys.stderr)
+        error_line(str(exc))
         return 2
     except OSError as exc:
-        print(f"dllab runs: {exc}", file=sys.stderr)
+        error_line(str(exc))
         return 1
 
 
@@ -72,8 +74,15 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
                      for r in cells)
 
 
+def _say_unreadable(run_ids: Any) -> None:
+    note = unreadable_note(run_ids)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def _list(store: RunStore, args: argparse.Namespace) -> int:
     runs = store.list_runs()
+    _say_unreadable(runs.attrs[UNREADABLE])
     if runs.empty:
         print(f"No runs yet in {store.path}.")
         return 0
@@ -85,6 +94,7 @@ def _list(store: RunStore, args: argparse.Namespace) -> int:
 
 def _show(store: RunStore, args: argparse.Namespace) -> int:
     run = store.get_run(args.id)
+    _say_unreadable([run["id"]] if run["unreadable"] else [])
     print(f"run {run['id']}  {run['name'] or ''}".rstrip())
     for key in ("created", "status", "dataset", "device", "tags", "test_acc", "test_loss",
                 "train_acc", "train_loss", "params", "duration_s", "host", "pid", "message"):
@@ -103,6 +113,7 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
 
 
 def _export(store: RunStore, args: argparse.Namespace) -> int:
+    _say_unreadable(store.list_runs().attrs[UNREADABLE])
     count = store.export_csv(args.csv)
     print(f"Wrote {count} row{'s' if count != 1 else ''} to {args.csv}.")
     return 0

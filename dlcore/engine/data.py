@@ -99,27 +99,29 @@ def _info(name: str) -> DatasetInfo:
 # ---------------------------------------------------------------- file formats
 
 # Not torchvision's read_sn3_pascalvincent_tensor: it reads only uncompressed files, and whole.
-def read_idx(path: Path, ndim: int, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
-    """One IDX file (plain or .gz) of unsigned bytes with `ndim` dimensions, fully validated.
+def read_idx(path: Path, item_shape: tuple[int, ...], max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """One IDX file (plain or .gz) of unsigned bytes: N items of `item_shape`, fully validated.
 
-    The header is read first; the data it declares (at most `max_bytes`, and no more than the file
-    could hold) goes straight into one preallocated array as the file streams, and a file holding
-    more or less than that is refused: a gzip bomb costs no more memory than an honest file."""
+    The header is read first and refused when its items are not of `item_shape`; the data it
+    declares (at most `max_bytes`, and no more than the file could hold) goes straight into one
+    preallocated array as the file streams, and a file holding more or less than that is refused:
+    a gzip bomb costs no more memory than an honest file."""
     try:
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
             packed = file.read(2) == b"\x1f\x8b"
             file.seek(0)
             stream = gzip.GzipFile(fileobj=file, mode="rb") if packed else file
-            return _read_idx_stream(stream, path, ndim, size, packed, max_bytes)
+            return _read_idx_stream(stream, path, item_shape, size, packed, max_bytes)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DatasetError(f"{path}: cannot read ({exc}).") from None
     except MemoryError:
         raise DatasetError(f"{path}: not enough memory to read it.") from None
 
 
-def _read_idx_stream(stream: BinaryIO, path: Path, ndim: int, size: int, packed: bool,
-                     max_bytes: int) -> np.ndarray:
+def _read_idx_stream(stream: BinaryIO, path: Path, item_shape: tuple[int, ...], size: int,
+                     packed: bool, max_bytes: int) -> np.ndarray:
+    ndim = 1 + len(item_shape)
     magic = stream.read(4)
     if len(magic) < 4 or magic[:3] != b"\0\0\x08" or magic[3] != ndim:
         raise DatasetError(f"{path}: not an IDX file of {ndim}-d unsigned bytes "
@@ -128,6 +130,9 @@ def _read_idx_stream(stream: BinaryIO, path: Path, ndim: int, size: int, packed:
     if len(header) < 4 * ndim:
         raise DatasetError(f"{path}: the header ends after {4 + len(header)} bytes (truncated).")
     dims = tuple(int(d) for d in np.frombuffer(header, ">u4"))
+    if dims[1:] != tuple(item_shape):
+        raise DatasetError(f"{path}: its header declares dimensions {dims}, items of shape "
+                           f"{dims[1:]} where {tuple(item_shape)} is expected.")
     expected = math.prod(dims)
     room = size * GZIP_RATIO if packed else size - 4 - 4 * ndim
     if expected > room or expected > max_bytes:
@@ -162,10 +167,7 @@ def _read_mnist_like(folder: Path, info: DatasetInfo) -> tuple[np.ndarray, ...]:
                                f"{', '.join(IDX_FILES)} (plain or .gz) together in {folder}.")
     out = []
     for img_path, lab_path in ((paths[0], paths[1]), (paths[2], paths[3])):
-        images, labels = read_idx(img_path, 3), read_idx(lab_path, 1)
-        if images.shape[1:] != info.shape[1:]:
-            raise DatasetError(f"{img_path}: images of {images.shape[1]}x{images.shape[2]} pixels, "
-                               f"{info.title} has {info.shape[1]}x{info.shape[2]}.")
+        images, labels = read_idx(img_path, info.shape[1:]), read_idx(lab_path, ())
         _check_labels(labels, len(images), info, lab_path, img_path)
         out += [images[:, None], labels]
     return tuple(out)
@@ -480,11 +482,22 @@ def download_dataset(name: str, data_dir: str | Path | None = None, *, timeout: 
     return folder
 
 
-# Not torchvision's extract_archive: it sets no tar filter, so before Python 3.14 links are trusted.
+def _inside(member: tarfile.TarInfo, root: Path) -> tarfile.TarInfo:
+    """`member` if it is a plain file or folder named relative to `root` and without '..'."""
+    name = Path(member.name)
+    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+        raise tarfile.TarError(f"{member.name!r} is not a file or folder inside {root}")
+    return member
+
+
+# Not torchvision's extract_archive: it sets no tar filter, so before Python 3.14 '../' entries,
+# absolute paths and links are written where they point. The data filter only strips an absolute
+# path's leading '/' and is missing before Python 3.11.4, hence `_inside` as well.
 def _unpack(tarball: Path, root: Path, advice: str) -> Path:
     try:
         with tarfile.open(tarball, "r:gz") as tar:
-            tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            tar.extractall(root, members=(_inside(m, root) for m in tar),
+                           **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     except (OSError, tarfile.TarError) as exc:
         raise DatasetError(f"{tarball}: cannot unpack ({exc}); {advice}.") from None
     tarball.unlink()

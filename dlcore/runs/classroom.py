@@ -7,6 +7,7 @@ page cannot forget to.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 
@@ -59,9 +60,12 @@ class Classroom:
             return self._data_dir
 
     def set_data_dir(self, folder: str, by: Person) -> None:
+        """The class's data folder, made absolute (so every message names it one way); "" for
+        none."""
         self._require_teacher(by, "choose the data folder")
+        folder = folder.strip()
         with self._lock:
-            self._data_dir = folder.strip()
+            self._data_dir = os.path.abspath(os.path.expanduser(folder)) if folder else ""
 
     @staticmethod
     def _require_teacher(person: Person, action: str) -> None:

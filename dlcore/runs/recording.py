@@ -49,6 +49,13 @@ class RunRecorder:
         if self.run_id is not None:
             self.store.finish_run(self.run_id, "failed", message=message)
 
+    def interrupted(self) -> None:
+        """An interrupt (Ctrl-C) ended the run between its epochs' records: stopped, as the user
+        meant, its finished epochs kept."""
+        if self.run_id is not None:
+            self.store.finish_run(self.run_id, "stopped",
+                                  message="interrupted (Ctrl-C); its finished epochs are kept")
+
 
 def train_recorded(
     config: RunConfig,
@@ -72,6 +79,9 @@ def train_recorded(
 
     try:
         result = train(config, dataset, on_event=forward, stop=stop)
+    except KeyboardInterrupt:
+        recorder.interrupted()
+        raise
     except BaseException as exc:
         recorder.fail(f"{type(exc).__name__}: {exc}")
         raise

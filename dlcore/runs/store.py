@@ -37,6 +37,7 @@ FINAL_COLUMNS = ("test_acc", "test_loss", "train_acc", "train_loss", "params")
 RUN_COLUMNS = ("id", "created", "name", "tags", "dataset", "device", "status", *FINAL_COLUMNS,
                "duration_s", "epochs", "pid", "host", "message", "owner", "owner_name")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+UNREADABLE = "unreadable"  # list_runs' frame.attrs key: ids of runs whose config cannot be read
 
 
 class StoreError(Exception):
@@ -201,6 +202,26 @@ def _numeric(frame: pd.DataFrame, columns: Any) -> pd.DataFrame:
     return frame
 
 
+def _json_or_none(text: Any, kind: type) -> Any:
+    """`text` parsed as JSON when it holds a `kind` (dict, list); None when it does not."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def unreadable_note(run_ids: Any) -> str | None:
+    """One sentence about runs whose settings or tags the history holds damaged (None: none)."""
+    ids = sorted(int(i) for i in run_ids)
+    if not ids:
+        return None
+    which = (f"Run {ids[0]} has" if len(ids) == 1
+             else f"Runs {', '.join(map(str, ids[:-1]))} and {ids[-1]} have")
+    return (f"{which} settings or tags in the run history that cannot be read (not valid JSON); "
+            "listed without them, such a run cannot be opened.")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -213,6 +234,15 @@ class RunStore:
         self.path = self.home / "runs.sqlite"
         self.weights_dir = self.home / "weights"
         self.notice: str | None = None
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"the run history cannot be kept in {self.home} "
+                             f"({self._why(exc)}); set DLLAB_HOME (or --home) to a folder "
+                             "this user can write") from None
+
+    def _open(self) -> None:
+        """Create or check the file, move a corrupt one aside, bring its schema up to date."""
         self.home.mkdir(parents=True, exist_ok=True)
         reason = self._check_file()
         if reason is not None:
@@ -229,6 +259,15 @@ class RunStore:
             if version < SCHEMA_VERSION:
                 _migrate(conn, version)
         self.mark_interrupted()
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in a few words: "runs.sqlite: Is a directory", "File exists"."""
+        if not isinstance(exc, OSError) or not exc.strerror:
+            return str(exc) or type(exc).__name__
+        named = Path(exc.filename) if exc.filename else self.home
+        if named != self.home:
+            return f"{named.name}: {exc.strerror}"
+        return "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
 
     @contextmanager
     def _connect(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
@@ -442,35 +481,45 @@ class RunStore:
 
     @staticmethod
     def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+        """The row with 'config' parsed (None where it is not a JSON object) and 'tags' a list
+        ([] where they are not a JSON list); 'unreadable' says whether either was damaged."""
         run = dict(row)
-        run["config"] = json.loads(run["config"])
-        run["tags"] = json.loads(run["tags"] or "[]")
+        config, tags = _json_or_none(run["config"], dict), _json_or_none(run["tags"] or "[]", list)
+        run["unreadable"] = config is None or tags is None
+        run["config"], run["tags"] = config, tags or []
         return run
 
     def get_run(self, run_id: int) -> dict:
-        """The run's row as a dict, with 'config' parsed and 'tags' a list."""
+        """The run's row as a dict, with 'config' parsed and 'tags' a list; a run whose config
+        cannot be read has 'config' None and 'unreadable' True."""
         with self._connect() as conn:
             return self._run_dict(self._require(conn, run_id))
 
     def list_runs(self) -> pd.DataFrame:
         """One row per run, newest first: run columns, 'epochs' (count), then config columns
-        flattened as "model.hidden", "train.lr", ... (lists as tuples); tags comma-joined."""
+        flattened as "model.hidden", "train.lr", ... (lists as tuples); tags comma-joined. A run
+        whose config or tags cannot be read is listed without them; `frame.attrs[UNREADABLE]`
+        holds the ids of such runs (see `unreadable_note`)."""
         with self._connect() as conn:
             rows = conn.execute("SELECT r.*, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = r.id)"
                                 " AS epochs FROM runs r ORDER BY r.id DESC").fetchall()
-        records = []
+        records, unreadable = [], []
         for row in rows:
             run = self._run_dict(row)
+            if run["unreadable"]:
+                unreadable.append(run["id"])
             record = {c: run[c] for c in RUN_COLUMNS}
             record["tags"] = ", ".join(run["tags"])
-            for section, values in run["config"].items():
+            for section, values in (run["config"] or {}).items():
                 if isinstance(values, dict):
                     for key, value in values.items():
                         value = tuple(value) if isinstance(value, list) else value
                         record[f"{section}.{key}"] = value
             records.append(record)
         frame = pd.DataFrame(records, columns=None if records else list(RUN_COLUMNS))
-        return _numeric(frame, [*FINAL_COLUMNS, "duration_s"])
+        frame = _numeric(frame, [*FINAL_COLUMNS, "duration_s"])
+        frame.attrs[UNREADABLE] = unreadable
+        return frame
 
     def epochs(self, run_id: int) -> pd.DataFrame:
         """The run's epochs in order: epoch plus the metric columns."""

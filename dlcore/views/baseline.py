@@ -2,7 +2,9 @@
 
 Pure functions for the Random Forest baseline page: the comparison table, per-class accuracy of
 both, the difference of their confusion matrices, feature importances next to the network's
-first-layer weights, and the learning curve (both models on the same growing subsets).
+first-layer weights, and the learning curve (both models on the same growing subsets), with the
+class's rules for the networks it trains (in the server's process, not through the job queue),
+applied as `JobManager.submit` applies them to a run.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from dlcore import numbers
 from dlcore.engine.baselines import BaselineResult, ForestParams, feature_names, fit_forest
 from dlcore.engine.config import RunConfig, setting_label
 from dlcore.engine.dataset import Dataset, split_sizes
+from dlcore.engine.duration import check_duration, estimate_run_seconds
+from dlcore.engine.memory import check_memory, estimate_memory
 from dlcore.engine.metrics import confusion, per_class_accuracy
 from dlcore.engine.models import first_weight_layer
 from dlcore.engine.train import BatchProgress, EpochEnd, evaluate, input_normaliser, train
+from dlcore.runs.policy import ClassPolicy
 from dlcore.runs.run_view import RunView
 from dlcore.views.shared import model_summary
 
@@ -355,6 +360,13 @@ def curve_config(config: RunConfig, epochs: int) -> RunConfig:
     return config.replace(**{"train.epochs": int(epochs)})
 
 
+def curve_runs(config: RunConfig, sizes: Sequence[int | str], num_train: int) -> list[RunConfig]:
+    """The networks `learning_curve` trains for these sizes, smallest first: `config` on each
+    subset."""
+    return [config.replace(**{"train.train_subset": subset})
+            for subset, _ in _resolve_sizes(sizes, num_train)]
+
+
 def network_words(config: RunConfig) -> str:
     """The network and how it trains, in a few words: "MLP 512-256, adam lr 0.001, batch 64,
     3 epochs" (the model as the Class page writes it)."""
@@ -463,3 +475,36 @@ def crossover_sentence(curve: pd.DataFrame) -> str:
     stays = "stays ahead" if (lead[first:] > 0).all() else "is never behind again"
     return (f"The forest is ahead up to {numbers.count(sizes[last_forest])} images; from "
             f"{numbers.count(sizes[first])} images on, the network overtakes it and {stays}{level}.")
+
+
+# ---------------------------------------------------------------- the class's rules for the curve
+
+MAX_CURVE_EPOCHS = 20
+
+
+def curve_epochs_limit(policy: ClassPolicy, teacher: bool) -> int:
+    """The most network epochs this person's curve may take: MAX_CURVE_EPOCHS, or less where the
+    class caps a student's epochs."""
+    cap = None if teacher else policy.caps.get("train.epochs")
+    return MAX_CURVE_EPOCHS if cap is None else max(1, min(MAX_CURVE_EPOCHS, int(cap)))
+
+
+def check_curve(config: RunConfig, dataset: Dataset, sizes: Sequence[int | str], *,
+                policy: ClassPolicy, teacher: bool, memory_limit: int) -> None:
+    """Refuse a learning curve whose networks a run could not have: for a student, one that breaks
+    the class's rules (PolicyError); for anyone, one whose largest network needs more memory than
+    one run may use (MemoryLimitError) or whose networks together would take longer than the
+    class's time cap (DurationLimitError)."""
+    runs = curve_runs(config, sizes, len(dataset.train_y))
+    if not runs:
+        return
+    if not teacher:
+        for run in runs:
+            policy.check(run)
+    shape, classes, tests = dataset.shape, dataset.num_classes, len(dataset.test_y)
+    check_memory(estimate_memory(runs[-1], shape, classes, len(dataset.train_y), tests),
+                 memory_limit)
+    if policy.max_job_seconds is not None:
+        seconds = sum(estimate_run_seconds(run, shape, classes, len(dataset.train_y), tests)
+                      for run in runs)
+        check_duration(seconds, policy.max_job_seconds)
