@@ -179,21 +179,17 @@ def _drive(page, server: str) -> None:
     assert moved_at > 0, "the loss curve was not drawn after the slider moved"
     assert page.get_by_text("Finished.").count() == 0, "the run ended before the slider moved"
 
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len({n for n in seen if n > 0}) < 3:
+    # While the run trains, the loss curve gains points and the per-epoch figure gains epochs
+    # (it is not only drawn once the run has finished).
+    seen, during = [], []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and page.get_by_text("Finished.").count() == 0 and (
+            len({n for n in seen if n > 0}) < 3 or len({n for n in during if 0 < n < 8}) < 2):
         seen.append(page.evaluate(CURVE_POINTS))
-        time.sleep(0.5)
+        during.append(page.evaluate(EPOCH_POINTS))
+        time.sleep(0.2)
     counts = sorted({n for n in seen if n > 0})
     assert len(counts) >= 3, f"the loss curve did not gain points over time: {seen}"
-
-    # The per-epoch figure follows the run while it trains, not only once it has finished.
-    during, deadline = [], time.monotonic() + 120
-    while time.monotonic() < deadline and page.get_by_text("Finished.").count() == 0:
-        during.append(page.evaluate(EPOCH_POINTS))
-        if len({n for n in during if 0 < n < 8}) >= 2:
-            break
-        time.sleep(0.2)
     assert len({n for n in during if 0 < n < 8}) >= 2, (
         f"the per-epoch figure did not grow while the run trained: {during}")
 
