@@ -8,8 +8,10 @@ One real Streamlit server for app.py (a fresh temporary DLLAB_HOME, so the defau
 to the bundled 10k MNIST sample) and one Chromium with N sessions (bench/browserclass.py). Each
 session sets Epochs (and Training images) by keyboard, waits until the server has taken the setting,
 and then all press Train within a fraction of a second. Printed: when each session's run started
-training and finished, counted from the moment the class pressed Train; then the same N runs
-back-to-back headless (`dlcore.engine.train.train` in a fresh interpreter on the config the Train page
+training and finished, counted from the moment the class pressed Train; the same N runs
+back-to-back headless, once before the server starts and once after it has stopped (this machine's
+speed drifts: the same headless runs have taken 9.7 s and 18.4 s minutes apart), the class's time
+against their mean (`dlcore.engine.train.train` in a fresh interpreter on the config the Train page
 builds: the seed preset with these epochs and training images, on the bundled sample, device auto;
 one 1-epoch warm-up run first, not counted), and the ratio of the two; and the median epoch as
 the app's runs recorded it against the headless runs' (what the training itself lost to the class).
@@ -139,6 +141,18 @@ def app_configs(home: str) -> list[dict]:
         return []
 
 
+def timed_headless(args: argparse.Namespace, home: str, n: int) -> dict | None:
+    """The class's N runs back-to-back headless, with a line on the CPU they had; None if they failed."""
+    cpu = CpuAccount()
+    try:
+        result = headless_runs(args.app_dir, home, n, args.epochs, args.subset, args.timeout)
+    except HarnessError as exc:
+        print(f"headless: gave up: {exc}")
+        return None
+    result["cpu"] = cpu.line()
+    return result
+
+
 def app_epoch_seconds(home: str) -> list[float]:
     """Every epoch's seconds as the app's runs recorded them (empty if unreadable)."""
     try:
@@ -196,6 +210,7 @@ def main() -> int:
         print(wait_for_quiet(args.wait_quiet))
 
     home = tempfile.mkdtemp(prefix="dllab-class-")
+    before = timed_headless(args, home, args.students) if args.headless else None
     env: dict[str, str | None] = {"DLLAB_HOME": home, "DLLAB_MAX_JOBS": str(args.max_jobs)}
     if args.runner:
         env["DLLAB_RUNNER"] = args.runner
@@ -334,30 +349,30 @@ def main() -> int:
 
     back_to_back: float | None = None
     if args.headless:
-        cpu = CpuAccount()
-        try:
-            result = headless_runs(args.app_dir, home, n, args.epochs, args.subset, args.timeout)
-        except HarnessError as exc:
-            print(f"headless: gave up: {exc}")
-            result = None
-    if args.headless and result is not None:
-        seconds = [r["seconds"] for r in result["runs"]]
-        back_to_back = sum(seconds)
-        print(f"headless on {result['dataset']} ({result['train_images']:,} images), device "
-              f"{result['runs'][0]['device']}: runs of {', '.join(f'{s:.1f}' for s in seconds)} s "
-              f"({', '.join(sorted({r['status'] for r in result['runs']}))})")
-        print(f"headless {cpu.line()}")
-        headless_epochs = [e for r in result["runs"] for e in r["epochs"]]
-        if app_epochs and headless_epochs:
-            app_median, headless_median = statistics.median(app_epochs), statistics.median(headless_epochs)
-            print(f"epoch seconds, median: in the app {app_median:.2f} ({len(app_epochs)} epochs), "
-                  f"headless {headless_median:.2f} ({len(headless_epochs)}): the app's epoch "
-                  f"{100 * (app_median / headless_median - 1):+.0f}%")
-        same = [c for c in app_runs if c == result["config"]]
-        print(f"the app recorded {len(app_runs)} runs, {len(same)} with exactly the headless config")
-        for i, config in enumerate(app_runs, 1):
-            if config != result["config"]:
-                print(f"  app run {i} differs: {config_diff(config, result['config'])}")
+        after = timed_headless(args, home, n)
+        results = [r for r in (before, after) if r is not None]
+        for label, result in (("before", before), ("after", after)):
+            if result is not None:
+                seconds = [r["seconds"] for r in result["runs"]]
+                print(f"headless {label} the class on {result['dataset']} ({result['train_images']:,} "
+                      f"images), device {result['runs'][0]['device']}: runs of "
+                      f"{', '.join(f'{s:.1f}' for s in seconds)} s, {sum(seconds):.1f} s in all "
+                      f"({', '.join(sorted({r['status'] for r in result['runs']}))}); {result['cpu']}")
+        if results:
+            back_to_back = statistics.mean(sum(r["seconds"] for r in res["runs"]) for res in results)
+            headless_epochs = [e for res in results for r in res["runs"] for e in r["epochs"]]
+            if app_epochs and headless_epochs:
+                app_median = statistics.median(app_epochs)
+                headless_median = statistics.median(headless_epochs)
+                print(f"epoch seconds, median: in the app {app_median:.2f} ({len(app_epochs)} epochs), "
+                      f"headless {headless_median:.2f} ({len(headless_epochs)}): the app's epoch "
+                      f"{100 * (app_median / headless_median - 1):+.0f}%")
+            config = results[-1]["config"]
+            same = [c for c in app_runs if c == config]
+            print(f"the app recorded {len(app_runs)} runs, {len(same)} with exactly the headless config")
+            for i, app_config in enumerate(app_runs, 1):
+                if app_config != config:
+                    print(f"  app run {i} differs: {config_diff(app_config, config)}")
 
     print()
     parts = [f"{n} students, {args.epochs} epochs:"]
@@ -367,7 +382,7 @@ def main() -> int:
         done = sum(s["finishedAt"] is not None for s in states)
         parts.append(f"class NOT finished in {args.timeout:.0f} s ({done} of {n} runs ended);")
     if back_to_back is not None:
-        parts.append(f"back-to-back headless {back_to_back:.1f} s;")
+        parts.append(f"back-to-back headless {back_to_back:.1f} s (mean of before and after);")
         if class_time is not None:
             parts.append(f"ratio {class_time / back_to_back:.2f}x;")
     if settle:
