@@ -26,6 +26,7 @@ from dlcore.runs.run_view import RunView, view_from_result, view_from_store
 from dlcore.runs.runners import RunnerError
 from dlcore.runs.store import RunStore
 from dlcore.text import hide_paths, markdown_literal
+from dlcore.views.shared import describe_view
 
 DATASET_CHOICES: tuple[str, ...] = setting("train.dataset").options  # the sidebar's selector
 
@@ -177,6 +178,17 @@ def no_run_message() -> None:
     else:
         st.info("No trained model yet. Train one on the **Train** page, or open a past run on the "
                 "**Experiments** page.")
+
+
+def view_or_stop() -> RunView:
+    """The run an inspection page shows, captioned with which run it is; where there is none, why,
+    and the page stops there."""
+    view = current_view()
+    if view is None:
+        no_run_message()
+        st.stop()
+    st.caption(describe_view(view))
+    return view
 
 
 def flash(page: str, kind: str, text: str) -> None:

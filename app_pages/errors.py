@@ -11,7 +11,7 @@ from app_pages import common
 from dlcore.engine.metrics import confusion, most_confused, per_class_scores
 from dlcore.figures import confusion_click_figure
 from dlcore.views.errors import cell_from_selection, cell_gallery, default_cell, pair_from_row
-from dlcore.views.shared import choice_or, describe_view, view_token
+from dlcore.views.shared import choice_or, view_token
 
 S = st.session_state
 KEEP = dict(persist_state="session")
@@ -67,11 +67,7 @@ def gallery_section(view, classes: tuple[str, ...]) -> None:
 
 
 st.title("Where the network goes wrong")
-view = common.current_view()
-if view is None:
-    common.no_run_message()
-    st.stop()
-st.caption(describe_view(view))
+view = common.view_or_stop()
 
 classes = tuple(view.dataset.classes)
 y_true, y_pred = view.dataset.test_y.numpy(), view.test_pred

@@ -15,7 +15,7 @@ from dlcore.views.features import (
     units_slider_max,
     weight_panel,
 )
-from dlcore.views.shared import choice_or, clamp_int, describe_view, display_image, view_token
+from dlcore.views.shared import choice_or, clamp_int, display_image, view_token
 
 S = st.session_state
 KEEP = dict(persist_state="session")
@@ -101,10 +101,6 @@ def image_section(view) -> None:
 
 
 st.title("What the network learned")
-view = common.current_view()
-if view is None:
-    common.no_run_message()
-    st.stop()
-st.caption(describe_view(view))
+view = common.view_or_stop()
 weights_section(view)
 image_section(view)

@@ -29,11 +29,10 @@ from bench.browserclass import (
     CpuAccount,
     HarnessError,
     Server,
-    exit_on_sigterm,
+    add_wait_quiet,
+    begin,
     gave_up_errors,
-    missing,
     problems_report,
-    wait_for_quiet,
 )
 from bench.classroom import app_epoch_seconds, headless_runs, prepare, subset_text
 
@@ -67,15 +66,10 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=0,
                         help="Training images (0: all of the bundled sample's 10,000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to this long for other processes to leave the CPU alone")
+    add_wait_quiet(parser)
     args = parser.parse_args()
-    if reason := missing():
-        print(f"cannot run: {reason}")
-        return 2
-    exit_on_sigterm()
-    if args.wait_quiet > 0:
-        print(wait_for_quiet(args.wait_quiet))
+    if (code := begin(args)) is not None:
+        return code
     home = tempfile.mkdtemp(prefix="dllab-one-")
     print(f"one learner, {args.runs} runs of {args.epochs} epochs, training images "
           f"{subset_text(args.subset)}; home {home}")

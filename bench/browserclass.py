@@ -36,6 +36,7 @@ this single-threaded script got round to looking at it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -628,6 +629,23 @@ class Browser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def add_wait_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for other processes to leave the CPU alone")
+
+
+def begin(args: argparse.Namespace) -> int | None:
+    """What every browser bench does first: say why it cannot run (returning the exit code 2), or
+    stop cleanly on SIGTERM and wait for a quiet machine if --wait-quiet asks."""
+    if reason := missing():
+        print(f"cannot run: {reason}")
+        return 2
+    exit_on_sigterm()
+    if args.wait_quiet > 0:
+        print(wait_for_quiet(args.wait_quiet))
+    return None
 
 
 def exit_on_sigterm() -> None:

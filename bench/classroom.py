@@ -59,13 +59,12 @@ from bench.browserclass import (
     HarnessError,
     Server,
     Session,
-    exit_on_sigterm,
+    add_wait_quiet,
+    begin,
     gave_up_errors,
     mb,
-    missing,
     percentile,
     problems_report,
-    wait_for_quiet,
 )
 
 EPOCHS_DEFAULT = 10  # the seed preset's epochs: no train.epochs in the link at this value
@@ -195,19 +194,14 @@ def main() -> int:
                         help="force Streamlit's runner.postScriptGC (default: .streamlit/config.toml)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="another environment variable for the server (repeatable)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to this long for other processes to leave the CPU alone")
+    add_wait_quiet(parser)
     parser.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to serve")
     parser.add_argument("--screenshots", type=Path, help="save each session's page here at the end")
     parser.add_argument("--no-headless", dest="headless", action="store_false",
                         help="skip the back-to-back headless runs")
     args = parser.parse_args()
-    if reason := missing():
-        print(f"cannot run: {reason}")
-        return 2
-    exit_on_sigterm()
-    if args.wait_quiet > 0:
-        print(wait_for_quiet(args.wait_quiet))
+    if (code := begin(args)) is not None:
+        return code
 
     home = tempfile.mkdtemp(prefix="dllab-class-")
     before = timed_headless(args, home, args.students) if args.headless else None

@@ -34,12 +34,11 @@ from bench.browserclass import (
     Browser,
     CpuAccount,
     Server,
-    exit_on_sigterm,
+    add_wait_quiet,
+    begin,
     gave_up_errors,
     mb,
-    missing,
     problems_report,
-    wait_for_quiet,
 )
 
 EPOCHS_DEFAULT = 10  # the seed preset's: no train.epochs in the settings link at this value
@@ -66,18 +65,13 @@ def main() -> int:
                         help="force Streamlit's runner.postScriptGC (default: .streamlit/config.toml)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="another environment variable for the server (repeatable)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to this long for other processes to leave the CPU alone")
+    add_wait_quiet(parser)
     parser.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to serve")
     args = parser.parse_args()
-    if reason := missing():
-        print(f"cannot run: {reason}")
-        return 2
     if not 1 <= args.measure_at < args.runs:
         parser.error("--measure-at must be at least 1 and less than --runs")
-    exit_on_sigterm()
-    if args.wait_quiet > 0:
-        print(wait_for_quiet(args.wait_quiet))
+    if (code := begin(args)) is not None:
+        return code
 
     home = tempfile.mkdtemp(prefix="dllab-memory-")
     env: dict[str, str | None] = {"DLLAB_HOME": home, "DLLAB_MAX_JOBS": str(args.max_jobs)}
