@@ -559,3 +559,11 @@ def test_a_redraw_waits_for_the_end_only_when_it_comes_within_one_redraw() -> No
     assert _snapshot("queued", eta=0.1).end_wait() == 0.0
     assert _snapshot("finished", eta=0.1).end_wait() == 0.0
 
+
+
+def test_the_per_epoch_figure_changes_with_each_epoch_and_the_end_only() -> None:
+    running = _snapshot("running")
+    assert _snapshot("queued").epochs_shown is None
+    assert running.epochs_shown == (0, True)
+    assert replace(running, history=(object(),)).epochs_shown == (1, True)
+    assert replace(running, progress=None).epochs_shown == running.epochs_shown  # a step is not an epoch

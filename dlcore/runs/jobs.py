@@ -80,6 +80,13 @@ class JobSnapshot:
         return {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(self.state)
 
     @property
+    def epochs_shown(self) -> tuple[int, bool] | None:
+        """What a page's per-epoch figure shows of this job: nothing while it waits, else its
+        epochs so far and whether it still runs. The page redraws that figure only when this
+        changes."""
+        return None if self.state == "queued" else (len(self.history), self.result is None)
+
+    @property
     def done_fraction(self) -> float:
         """How much of the run's steps are done, 0 to 1 (0 before its first reading)."""
         if self.progress is None or self.state == "queued":
