@@ -31,6 +31,7 @@ from bench.browserclass import (
     Server,
     add_wait_quiet,
     begin,
+    gave_up,
     gave_up_errors,
     problems_report,
 )
@@ -86,8 +87,7 @@ def main() -> int:
         print(f"app {cpu.line()}")
         lines = problems_report(server, [session])
     except gave_up_errors() as exc:
-        print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
-        return 1
+        return gave_up(exc, server, browser)
     finally:
         browser.close()
         server.stop()

@@ -662,6 +662,14 @@ def mb(n_bytes: float) -> str:
     return f"{n_bytes / MB:.0f} MB"
 
 
+def gave_up(exc: BaseException, server: Server, browser: Browser) -> int:
+    """Say why a bench gave up, with the server's and the pages' problems; the exit code, 1."""
+    print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
+    for line in problems_report(server, browser.sessions):
+        print(line)
+    return 1
+
+
 def problems_report(server: Server, sessions: Iterable[Session], limit: int = 15) -> list[str]:
     """Lines to print after a benchmark: the server's error-looking output and the pages' errors."""
     lines = []

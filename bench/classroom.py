@@ -61,6 +61,7 @@ from bench.browserclass import (
     Session,
     add_wait_quiet,
     begin,
+    gave_up,
     gave_up_errors,
     mb,
     percentile,
@@ -327,14 +328,11 @@ def main() -> int:
         app_runs = app_configs(home)
         app_epochs = app_epoch_seconds(home)
     except gave_up_errors() as exc:
-        print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
         if args.screenshots:
             args.screenshots.mkdir(parents=True, exist_ok=True)
             for session in browser.sessions:
                 session.screenshot(args.screenshots / f"classroom-{session.index}.png")
-        for line in problems_report(server, browser.sessions):
-            print(line)
-        return 1
+        return gave_up(exc, server, browser)
     finally:
         browser.close()
         server.stop()

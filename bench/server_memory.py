@@ -36,6 +36,7 @@ from bench.browserclass import (
     Server,
     add_wait_quiet,
     begin,
+    gave_up,
     gave_up_errors,
     mb,
     problems_report,
@@ -142,10 +143,7 @@ def main() -> int:
         lines = [cpu.line(), *problems_report(server, [session])]
         requested = session.fragment_requests
     except gave_up_errors() as exc:
-        print(f"gave up: {type(exc).__name__}: {str(exc)[:500]}")
-        for line in problems_report(server, browser.sessions):
-            print(line)
-        return 1
+        return gave_up(exc, server, browser)
     finally:
         browser.close()
         server.stop()
