@@ -193,6 +193,14 @@ def test_devices_auto_is_the_best_present_and_an_absent_one_is_refused() -> None
     assert resolve_device("auto") == torch.device(present[0])
     assert resolve_device("cpu") == torch.device("cpu")
     assert describe_device("cpu").startswith("CPU (")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert describe_device("cpu") == "CPU (1 thread)"
+        torch.set_num_threads(2)
+        assert describe_device("cpu") == "CPU (up to 2 threads)"
+    finally:
+        torch.set_num_threads(before)
     for name in ("cuda", "mps"):
         if name not in present:
             with pytest.raises(ConfigError, match="train.device") as caught:

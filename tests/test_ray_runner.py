@@ -62,7 +62,7 @@ def until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
 
 
 def node_of(snap: JobSnapshot) -> str:
-    """The short Ray node id in a job's place ('CPU (1 threads) on Ray node IP (id), pid N')."""
+    """The short Ray node id in a job's place ('CPU (1 thread) on Ray node IP (id), pid N')."""
     found = re.search(r"Ray node \S+ \((\w+)\)", snap.place)
     assert found, f"no Ray node in {snap.place!r}"
     return found.group(1)

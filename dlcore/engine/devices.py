@@ -29,10 +29,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def describe_device(name: str) -> str:
-    """A short label for people: 'CUDA (NVIDIA H200)', 'Apple MPS', 'CPU (2 threads)'."""
+    """A short label for people: 'CUDA (NVIDIA H200)', 'Apple MPS', 'CPU (up to 2 threads)' (a run
+    trains with fewer while other processes keep the cores busy: dlcore.engine.cpu_threads)."""
     device = resolve_device(name)
     if device.type == "cuda":
         return f"CUDA ({torch.cuda.get_device_name(device)})"
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return "CPU (1 thread)" if threads == 1 else f"CPU (up to {threads} threads)"
