@@ -109,3 +109,11 @@ def test_the_machine_reading_moves(two_threads):
     sum(i * i for i in range(200_000))
     assert cpu_threads.machine_busy_seconds() >= before
     assert cpu_threads.usable_cores() >= 1
+
+
+def test_without_a_machine_reading_the_count_is_left_alone(two_threads):
+    machine = FakeMachine()
+    governor = CpuThreads(2, cores=2, clock=lambda: machine.now, busy=lambda: None,
+                          own=lambda: machine.own, window=0.5)
+    machine.tick(1.0, others=2.0)
+    assert governor.adjust() == 2 and torch.get_num_threads() == 2

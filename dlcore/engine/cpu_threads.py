@@ -15,15 +15,19 @@ import os
 import time
 from collections.abc import Callable
 
-import psutil
 import torch
 
 WINDOW_SECONDS = 0.25  # how often the machine's load is read
 SPARE = 0.3  # a core counts as free when others leave at least this much of it (idle noise)
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes have spent busy since boot, summed over cores."""
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot, summed over cores; None without psutil
+    (requirements.txt has it; a bare machine, such as a lent GPU's, may not)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
     t = psutil.cpu_times()
     return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
@@ -45,7 +49,7 @@ class CpuThreads:
 
     def __init__(self, most: int | None = None, *, cores: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 busy: Callable[[], float] = machine_busy_seconds,
+                 busy: Callable[[], float | None] = machine_busy_seconds,
                  own: Callable[[], float] = time.process_time,
                  window: float = WINDOW_SECONDS) -> None:
         self.initial = torch.get_num_threads()
@@ -55,6 +59,7 @@ class CpuThreads:
         self.threads = self.initial
         self._mark = (clock(), busy(), own())
         self._room_windows = 0
+        self.measuring = self._mark[1] is not None  # without a reading, the count is left alone
 
     def others(self) -> float | None:
         """Cores the rest of the machine kept busy since the last reading; None before a window
@@ -70,7 +75,7 @@ class CpuThreads:
 
     def adjust(self) -> int:
         """The thread count now, changed when a window has passed and the machine's load asks."""
-        others = self.others()
+        others = self.others() if self.measuring else None
         if others is None:
             return self.threads
         fits = max(1, min(self.most, math.floor(self.cores - others + SPARE)))
