@@ -122,12 +122,6 @@ def control(widget, label: str, *args, key: str, **kwargs) -> None:
     widget(label, *args, key=key, **KEEP, **kwargs)
 
 
-def capped(key: str, low: float, high: float) -> tuple[float, float]:
-    """A slider's range under the class's cap on it."""
-    cap = rules().widget_cap(key)
-    return (low, high) if cap is None else (low, max(low, min(high, type(high)(cap))))
-
-
 def init_widgets() -> None:
     """Give every widget its value from the current config the first time it is drawn."""
     for key, value in widget_values(common.current_config()).items():
@@ -153,7 +147,7 @@ def draw_setting(s: Setting, num_train: int) -> None:
     key, label, fmt = s.key, s.page_label, formatter(s, num_train)
     if s.layers is not None:
         count = s.layers.count_key
-        control(st.slider, s.layers.count_label, *capped(count, *s.slider_range), key=count)
+        control(st.slider, s.layers.count_label, *rules().slider_range(count, *s.slider_range), key=count)
         for i in range(S[count]):
             choice_slider(s.layers.item_label.format(n=i + 1), s.layers.item(i), s.stops, fmt)
     elif s.widget == "radio":
@@ -163,7 +157,7 @@ def draw_setting(s: Setting, num_train: int) -> None:
         control(st.selectbox, label, s.options, key=key, format_func=fmt, **extra)
     elif s.widget == "slider":
         step = {} if s.step is None else {"step": s.step}
-        control(st.slider, label, *capped(key, *s.slider_range), key=key, **step, **extra)
+        control(st.slider, label, *rules().slider_range(key, *s.slider_range), key=key, **step, **extra)
     elif s.widget == "choice_slider":
         if s.sized_by_dataset and S[key] >= num_train:  # a link's or preset's size it cannot fill
             S[key] = 0

@@ -86,6 +86,9 @@ def test_a_policy_fixes_and_caps_students_settings() -> None:
                                 "Width of a hidden layer at most 256"]
     assert rules.fixed_widgets() == {"train.lr"} and rules.widget_cap("train.epochs") == 5
     assert rules.widget_cap("model.width_3") == 256 and rules.widget_cap("train.lr") is None
+    assert rules.slider_range("train.epochs", 1, 50) == (1, 5)
+    assert rules.slider_range("model.width_3", 16, 1024) == (16, 256)
+    assert rules.slider_range("train.lr", 1e-5, 10.0) == (1e-5, 10.0)
     hidden = ClassPolicy(fixed={"model.hidden": (64,)}).fixed_widgets()
     assert {"model.n_hidden", "model.width_0", "model.width_7"} <= hidden
 

@@ -144,6 +144,11 @@ class ClassPolicy:
         """The largest value the Train page's widget `widget_key` may take (None: no cap)."""
         return self.caps.get(layer_field(widget_key) or widget_key)
 
+    def slider_range(self, widget_key: str, low: float, high: float) -> tuple[float, float]:
+        """A slider's range (`low`, `high`) under the class's cap on its widget."""
+        cap = self.widget_cap(widget_key)
+        return (low, high) if cap is None else (low, max(low, min(high, type(high)(cap))))
+
     def describe(self) -> list[str]:
         """One line per rule, for the page that shows students what is fixed."""
         lines = [f"{setting_label(key)}: {_show(value)}" for key, value in self.fixed.items()]
