@@ -104,17 +104,7 @@ def job_panel() -> None:
     if job is None:
         st.sidebar.caption("**Job:** none yet")
         return
-    snap = job.snapshot()
-    if snap.state == "queued":
-        text = f"waiting, place {snap.queue_position} in the queue"
-    elif snap.state == "running" and snap.progress:
-        text = f"training, epoch {snap.progress.epoch}/{snap.progress.epochs}"
-    elif snap.state == "running":
-        text = "starting"
-    else:
-        final = snap.result.final if snap.result else None
-        text = snap.state + (f", test accuracy {final.test_acc:.2%}" if final else "")
-    st.sidebar.caption(f"**Job:** {text}")
+    st.sidebar.caption(f"**Job:** {job.snapshot().summary}")
 
 
 navigation = st.navigation(PAGES)

@@ -567,3 +567,10 @@ def test_the_per_epoch_figure_changes_with_each_epoch_and_the_end_only() -> None
     assert running.epochs_shown == (0, True)
     assert replace(running, history=(object(),)).epochs_shown == (1, True)
     assert replace(running, progress=None).epochs_shown == running.epochs_shown  # a step is not an epoch
+
+
+def test_the_sidebar_summary_says_where_the_job_is() -> None:
+    assert replace(_snapshot("queued"), queue_position=2).summary == "waiting, place 2 in the queue"
+    assert _snapshot("running").summary == "training, epoch 3/3"
+    assert replace(_snapshot("running"), progress=None).summary == "starting"
+    assert _snapshot("stopped").summary == "stopped"

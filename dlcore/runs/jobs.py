@@ -80,6 +80,18 @@ class JobSnapshot:
         return {"running": REDRAW_SECONDS, "queued": QUEUED_REDRAW_SECONDS}.get(self.state)
 
     @property
+    def summary(self) -> str:
+        """The job in a few words, for the sidebar: 'waiting, place 2 in the queue', 'training,
+        epoch 3/10', 'starting', 'finished, test accuracy 97.80%'."""
+        if self.state == "queued":
+            return f"waiting, place {self.queue_position} in the queue"
+        if self.state == "running":
+            p = self.progress
+            return f"training, epoch {p.epoch}/{p.epochs}" if p else "starting"
+        final = self.result.final if self.result else None
+        return self.state + (f", test accuracy {final.test_acc:.2%}" if final else "")
+
+    @property
     def epochs_shown(self) -> tuple[int, bool] | None:
         """What a page's per-epoch figure shows of this job: nothing while it waits, else its
         epochs so far and whether it still runs. The page redraws that figure only when this
