@@ -11,6 +11,7 @@ import streamlit as st
 from app_pages import common
 from dlcore import numbers
 from dlcore.engine.train import DIVERGE_FACTOR
+from dlcore.runs.jobs import runs_of_session
 from dlcore.views.form import config_to_query, widget_values
 from dlcore.views.lessons import LESSONS, Lesson, LessonRun, epochs_note, lesson_run_table
 from dlcore.views.stepthrough import Stepper, StepReport, settings_text, step_table
@@ -38,16 +39,9 @@ def compare(run_ids: list[int]) -> None:
     S["experiments.compare"] = run_ids
 
 
-def session_run_ids() -> set[int]:
-    ids = set(S.get("session_runs", ()))
-    job = common.current_job()
-    if job is not None and job.snapshot().run_id is not None:
-        ids.add(job.snapshot().run_id)
-    return ids
-
-
 def runs_table(lesson: Lesson, runs: pd.DataFrame) -> None:
-    table = lesson_run_table(runs, lesson, session_run_ids())
+    mine = runs_of_session(S.get("session_runs", []), common.current_job())
+    table = lesson_run_table(runs, lesson, set(mine))
     if table.empty:
         st.caption("No runs of this yet in this session: load one, train it, and it appears here.")
     else:

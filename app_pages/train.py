@@ -25,7 +25,7 @@ from dlcore.engine.duration import (
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
 from dlcore.engine.models import describe_layers
 from dlcore.figures import batch_loss_figure, epoch_curves_figure
-from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob
+from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob, runs_of_session
 from dlcore.runs.policy import ClassPolicy
 from dlcore.runs.store import StoreError
 from dlcore.views.form import (
@@ -290,9 +290,7 @@ def start_training(config, dataset) -> str | None:
     except StoreError as exc:
         return common.for_this_person(exc)
     job.wait_for_progress(FIRST_POINT_WAIT_SECONDS)
-    previous = common.current_job()
-    if previous is not None and previous.snapshot().run_id is not None:  # for the Lessons page
-        S["session_runs"] = [*S.get("session_runs", []), previous.snapshot().run_id]
+    S["session_runs"] = runs_of_session(S.get("session_runs", []), common.current_job())
     S["job"] = job
     S.pop("opened_run", None)
     return None

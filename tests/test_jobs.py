@@ -574,3 +574,20 @@ def test_the_sidebar_summary_says_where_the_job_is() -> None:
     assert _snapshot("running").summary == "training, epoch 3/3"
     assert replace(_snapshot("running"), progress=None).summary == "starting"
     assert _snapshot("stopped").summary == "stopped"
+
+
+class _JobWithRun:
+    def __init__(self, run_id: int | None) -> None:
+        self.run_id = run_id
+
+    def snapshot(self) -> JobSnapshot:
+        return replace(_snapshot("finished"), run_id=self.run_id)
+
+
+def test_a_sessions_runs_are_its_earlier_runs_and_its_jobs_once_recorded() -> None:
+    from dlcore.runs.jobs import runs_of_session
+
+    assert runs_of_session([], None) == []
+    assert runs_of_session([3], _JobWithRun(None)) == [3]  # not recorded yet
+    assert runs_of_session([3], _JobWithRun(7)) == [3, 7]
+    assert runs_of_session([3, 7], _JobWithRun(7)) == [3, 7]  # counted once

@@ -16,6 +16,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -270,6 +271,13 @@ class TrainingJob:
             self.recorder.fail(message)
         finally:
             self._set(state="failed", message=message)
+
+
+def runs_of_session(earlier: Sequence[int], job: TrainingJob | None) -> list[int]:
+    """The run ids a browser session has trained: `earlier` (its earlier jobs' runs) and its job's
+    run, once that is recorded. The Train page keeps the list; the Lessons page reads it."""
+    run_id = job.snapshot().run_id if job is not None else None
+    return [*earlier, run_id] if run_id is not None and run_id not in earlier else list(earlier)
 
 
 def _curve_points(event: BatchProgress) -> tuple[tuple[int, float], ...]:
