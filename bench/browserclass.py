@@ -631,6 +631,18 @@ class Browser:
         self.close()
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench that serves the app: its runner, slots, GC, environment, checkout."""
+    parser.add_argument("--runner", help="DLLAB_RUNNER for the server (default: the app's own)")
+    parser.add_argument("--max-jobs", type=int, default=1, help="DLLAB_MAX_JOBS for the server")
+    parser.add_argument("--gc", choices=("on", "off"),
+                        help="force Streamlit's runner.postScriptGC (default: .streamlit/config.toml)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="another environment variable for the server (repeatable)")
+    add_wait_quiet(parser)
+    parser.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to serve")
+
+
 def add_wait_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for other processes to leave the CPU alone")

@@ -53,13 +53,12 @@ from pathlib import Path
 
 from bench.browserclass import (
     LINK_HOLDS_JS,
-    ROOT,
     Browser,
     CpuAccount,
     HarnessError,
     Server,
     Session,
-    add_wait_quiet,
+    add_server_arguments,
     begin,
     gave_up,
     gave_up_errors,
@@ -179,8 +178,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--subset", type=int, default=0,
                         help="Training images (0: all of the bundled sample's 10,000)")
-    parser.add_argument("--runner", help="DLLAB_RUNNER for the server (default: the app's own)")
-    parser.add_argument("--max-jobs", type=int, default=1, help="DLLAB_MAX_JOBS for the server")
+    add_server_arguments(parser)
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds the class gets from pressing Train (and the headless runs)")
     parser.add_argument("--setup-timeout", type=float, default=180.0,
@@ -191,12 +189,6 @@ def main() -> int:
                         help="seconds between one slider move settling and the next")
     parser.add_argument("--no-slider", dest="slider", action="store_false",
                         help="do not move sliders while the class trains (just wait)")
-    parser.add_argument("--gc", choices=("on", "off"),
-                        help="force Streamlit's runner.postScriptGC (default: .streamlit/config.toml)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="another environment variable for the server (repeatable)")
-    add_wait_quiet(parser)
-    parser.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to serve")
     parser.add_argument("--screenshots", type=Path, help="save each session's page here at the end")
     parser.add_argument("--no-headless", dest="headless", action="store_false",
                         help="skip the back-to-back headless runs")

@@ -26,15 +26,13 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from bench.browserclass import (
     MB,
-    ROOT,
     Browser,
     CpuAccount,
     Server,
-    add_wait_quiet,
+    add_server_arguments,
     begin,
     gave_up,
     gave_up_errors,
@@ -60,14 +58,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds to wait after a run before reading the RSS")
     parser.add_argument("--run-timeout", type=float, default=180.0, help="give up on a run after this")
-    parser.add_argument("--runner", help="DLLAB_RUNNER for the server (default: the app's own)")
-    parser.add_argument("--max-jobs", type=int, default=1, help="DLLAB_MAX_JOBS for the server")
-    parser.add_argument("--gc", choices=("on", "off"),
-                        help="force Streamlit's runner.postScriptGC (default: .streamlit/config.toml)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="another environment variable for the server (repeatable)")
-    add_wait_quiet(parser)
-    parser.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to serve")
+    add_server_arguments(parser)
     args = parser.parse_args()
     if not 1 <= args.measure_at < args.runs:
         parser.error("--measure-at must be at least 1 and less than --runs")
