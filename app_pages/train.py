@@ -361,7 +361,7 @@ def live_panel() -> None:
         st.caption("Press **Train** to start; the curves appear here while it runs.")
         return
     snap = job.snapshot()
-    if snap.end_wait() and job.wait(snap.end_wait()):
+    if (wait := snap.end_wait()) and job.wait(wait):
         snap = job.snapshot()
     draw_status(snap)
     if snap.state != "queued":  # a queued job's page draws only its place in line
