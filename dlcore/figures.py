@@ -37,6 +37,11 @@ def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch
     fig.update_layout(title="Training loss (smoothed, per step)", xaxis_title="step",
                       yaxis_title="loss", height=300, margin=dict(t=40, b=30, l=40, r=10),
                       uirevision="batch-loss", showlegend=False)
+    if not len(points):  # drawn before the first run, so the page has loaded plotly by then
+        fig.update_layout(xaxis_range=[0, 1], yaxis_range=[0, 1], annotations=[dict(
+            text="no training steps yet", x=0.5, y=0.5, xref="paper", yref="paper",
+            showarrow=False, font=dict(size=13, color="#777"))])
+    _live_axes(fig)
     if diverged is not None:
         _mark_blow_up(fig, points[:, 1], int(diverged[0]), float(diverged[1]))
     return fig
@@ -116,7 +121,24 @@ def epoch_curves_figure(history: Sequence[dict], best_epoch: int | None = None,
         legend=dict(orientation="h", y=-0.25),
         shapes=shapes, annotations=notes,
     )
+    _live_axes(fig)
     return fig
+
+
+def chart_config(live: bool) -> dict:
+    """plotly.js's options for a chart: while its run trains it is drawn again about every second,
+    so it is static then (no hover layers or tool bar built at each draw), interactive once the
+    run has ended."""
+    return {"staticPlot": live}
+
+
+def _live_axes(fig: go.Figure) -> None:
+    """Axes a browser can redraw about every second. plotly.js's default tick-label overflow
+    check and automatic margins measure every label against the page (a forced layout of the whole
+    Train page at each draw): profiled in Chromium, about a third of a running page's main-thread
+    time. The figures' own margins leave room for their labels."""
+    fig.update_xaxes(ticklabeloverflow="allow", automargin=False)
+    fig.update_yaxes(ticklabeloverflow="allow", automargin=False)
 
 
 def weight_grid_figure(weights: np.ndarray, image_shape: tuple[int, int], units: Sequence[int],

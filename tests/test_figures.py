@@ -12,6 +12,7 @@ from dlcore.figures import (
     PANEL_TITLE,
     SPLIT_STYLE,
     batch_loss_figure,
+    chart_config,
     epoch_curves_figure,
     grouped_bar_figure,
     log_x_lines_figure,
@@ -59,6 +60,25 @@ def test_before_any_epoch_the_axes_cover_the_run_and_say_so() -> None:
     assert list(fig.layout.yaxis.range) == [0, 1] and list(fig.layout.yaxis2.range) == [0, 100]
     assert epoch_curves_figure(HISTORY).layout.yaxis.range is None  # with points: fitted to them
     assert any(a.text == "no epoch has finished yet" for a in fig.layout.annotations)
+
+
+def test_the_loss_figure_before_any_step_says_so_on_fixed_axes() -> None:
+    fig = batch_loss_figure([])
+    assert [a.text for a in fig.layout.annotations] == ["no training steps yet"]
+    assert tuple(fig.layout.xaxis.range) == tuple(fig.layout.yaxis.range) == (0, 1)
+    assert not batch_loss_figure([(1, 2.3)]).layout.annotations
+
+
+def test_a_chart_is_static_while_its_run_trains_and_interactive_after() -> None:
+    assert chart_config(live=True) == {"staticPlot": True}
+    assert chart_config(live=False) == {"staticPlot": False}
+
+
+def test_the_live_figures_do_not_measure_their_labels_against_the_page() -> None:
+    for fig in (batch_loss_figure([(1, 2.3), (2, 2.1)]), epoch_curves_figure(HISTORY)):
+        axes = [fig.layout[name] for name in fig.layout if name.startswith(("xaxis", "yaxis"))]
+        assert len(axes) >= 2
+        assert all(ax.ticklabeloverflow == "allow" and ax.automargin is False for ax in axes)
 
 
 # ------------------------------------------------------------------------- the loss of a run that blew up

@@ -95,7 +95,7 @@ class JobSnapshot:
     @property
     def epochs_shown(self) -> tuple[int, bool] | None:
         """What a page's per-epoch figure shows of this job: nothing while it waits, else its
-        epochs so far and whether it still runs. The page redraws that figure only when this
+        epochs so far and whether it still runs. The page builds that figure again only when this
         changes."""
         return None if self.state == "queued" else (len(self.history), self.result is None)
 
