@@ -24,7 +24,7 @@ from dlcore.engine.duration import (
 )
 from dlcore.engine.memory import estimate_memory, format_bytes, memory_limit
 from dlcore.engine.models import describe_layers
-from dlcore.figures import batch_loss_figure, chart_config, epoch_curves_figure
+from dlcore.figures import batch_loss_figure, epoch_curves_figure
 from dlcore.runs.jobs import JobRefused, JobSnapshot, TrainingJob, runs_of_session
 from dlcore.runs.policy import ClassPolicy
 from dlcore.runs.store import StoreError
@@ -334,7 +334,7 @@ def cached_figure(name: str, key: tuple, build):
 def draw_loss_curve(job_id: int, snap: JobSnapshot) -> None:
     st.plotly_chart(cached_figure("_loss_figure", (job_id, snap.version),
                                   lambda: batch_loss_figure(snap.batch_losses, diverged=snap.diverged)),
-                    key="curve_batch", config=chart_config(live=snap.active))
+                    key="curve_batch")
 
 
 def epoch_panel(job_id: int, snap: JobSnapshot) -> None:
@@ -350,7 +350,7 @@ def epoch_panel(job_id: int, snap: JobSnapshot) -> None:
                                       [m.as_dict() for m in snap.history],
                                       snap.result.best_epoch if snap.result else None,
                                       snap.config.train.epochs)),
-                    key="curve_epochs", config=chart_config(live=snap.active))
+                    key="curve_epochs")
 
 
 def live_panel() -> None:

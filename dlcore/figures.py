@@ -125,13 +125,6 @@ def epoch_curves_figure(history: Sequence[dict], best_epoch: int | None = None,
     return fig
 
 
-def chart_config(live: bool) -> dict:
-    """plotly.js's options for a chart: while its run trains it is drawn again about every second,
-    so it is static then (no hover layers or tool bar built at each draw), interactive once the
-    run has ended."""
-    return {"staticPlot": live}
-
-
 def _live_axes(fig: go.Figure) -> None:
     """Axes a browser can redraw about every second. plotly.js's default tick-label overflow
     check and automatic margins measure every label against the page (a forced layout of the whole

@@ -12,7 +12,6 @@ from dlcore.figures import (
     PANEL_TITLE,
     SPLIT_STYLE,
     batch_loss_figure,
-    chart_config,
     epoch_curves_figure,
     grouped_bar_figure,
     log_x_lines_figure,
@@ -67,11 +66,6 @@ def test_the_loss_figure_before_any_step_says_so_on_fixed_axes() -> None:
     assert [a.text for a in fig.layout.annotations] == ["no training steps yet"]
     assert tuple(fig.layout.xaxis.range) == tuple(fig.layout.yaxis.range) == (0, 1)
     assert not batch_loss_figure([(1, 2.3)]).layout.annotations
-
-
-def test_a_chart_is_static_while_its_run_trains_and_interactive_after() -> None:
-    assert chart_config(live=True) == {"staticPlot": True}
-    assert chart_config(live=False) == {"staticPlot": False}
 
 
 def test_the_live_figures_do_not_measure_their_labels_against_the_page() -> None:
