@@ -104,7 +104,10 @@ def job_panel() -> None:
     if job is None:
         st.sidebar.caption("**Job:** none yet")
         return
-    st.sidebar.caption(f"**Job:** {job.snapshot().summary}")
+    snap = job.snapshot()
+    # The Train page's live panel runs the whole page again when the job has moved on since.
+    st.session_state["_job_drawn"] = (job.id, snap.state)
+    st.sidebar.caption(f"**Job:** {snap.summary}")
 
 
 navigation = st.navigation(PAGES)

@@ -368,9 +368,10 @@ def live_panel() -> None:
     if snap.state != "queued":  # a queued job's page draws only its place in line
         draw_loss_curve(job.id, snap)
         epoch_panel(job.id, snap)
-    if S.get("_redraw_pace") != snap.redraw_seconds:
+    if S.get("_redraw_pace") != snap.redraw_seconds or S.get("_job_drawn") != (job.id, snap.state):
         S["_redraw_pace"] = snap.redraw_seconds
-        # Once per change of state: the buttons, the redraw pace and other pages follow.
+        # Once per change of state (also one that came while the page ran: the sidebar and the
+        # buttons were drawn before this panel): they, the redraw pace and other pages follow.
         st.rerun()
 
 
@@ -415,7 +416,8 @@ def page() -> None:
             # The sample of the same dataset is a caption; another dataset altogether, a warning.
             (st.caption if dataset.name == f"{wanted}-sample" else st.warning)(text)
         job = common.current_job()
-        active = job is not None and job.snapshot().active
+        snap = job.snapshot() if job is not None else None
+        active = snap is not None and snap.active
         b1, b2, _ = st.columns([1, 1, 4])
         b1.button("Train", key="train_button", type="primary", disabled=active or config is None,
                   on_click=train_clicked)
@@ -425,7 +427,6 @@ def page() -> None:
             st.error(f"Cannot start: {why}")
         if active:
             st.caption("Changing settings now applies to the next run, not this one.")
-        snap = job.snapshot() if job is not None else None
         S["_redraw_pace"] = snap.redraw_seconds if snap else None
         st.fragment(run_every=S["_redraw_pace"])(live_panel)()
         if config is not None:

@@ -35,10 +35,12 @@ def batch_loss_figure(batch_losses: Sequence[tuple[int, float]], steps_per_epoch
     fig = go.Figure(go.Scatter(x=points[:, 0], y=points[:, 1], mode=mode,
                                name="smoothed batch loss"))
     fig.update_layout(title="Training loss (smoothed, per step)", xaxis_title="step",
-                      yaxis_title="loss", height=300, margin=dict(t=40, b=30, l=40, r=10),
+                      yaxis_title="loss", height=300, margin=dict(t=40, b=45, l=40, r=10),
                       uirevision="batch-loss", showlegend=False)
     if not len(points):  # drawn before the first run, so the page has loaded plotly by then
-        fig.update_layout(xaxis_range=[0, 1], yaxis_range=[0, 1], annotations=[dict(
+        fig.update_xaxes(range=[0, 1], showticklabels=False)
+        fig.update_yaxes(range=[0, 1], showticklabels=False)
+        fig.update_layout(annotations=[dict(
             text="no training steps yet", x=0.5, y=0.5, xref="paper", yref="paper",
             showarrow=False, font=dict(size=13, color="#777"))])
     _live_axes(fig)

@@ -229,3 +229,24 @@ def test_a_run_ending_within_a_redraw_shows_finished_when_it_ends(tmp_path, monk
     at.run()
     assert not at.exception
     assert any(s.value.startswith("Finished.") for s in at.success)  # not "Epoch 3/3" a redraw longer
+
+
+class EndsAfterFirstLook(EndingJob):
+    """A job seen running by the first look (the sidebar's) and finished by every later one."""
+
+    def snapshot(self) -> JobSnapshot:
+        snap = super().snapshot()
+        self.done.set()
+        return snap
+
+
+def test_a_run_ending_while_the_page_draws_leaves_no_stale_job_line_or_buttons(tmp_path,
+                                                                              monkeypatch):
+    at = start_app(monkeypatch, tmp_path)
+    at.session_state["job"] = EndsAfterFirstLook()
+    at.run()
+    assert not at.exception
+    job_line = next(c.value for c in at.sidebar.caption if c.value.startswith("**Job:**"))
+    assert job_line == "**Job:** finished"  # not "training, epoch 3/3" until the next click
+    assert at.button(key="train_button").disabled is False
+    assert at.button(key="stop_button").disabled is True
