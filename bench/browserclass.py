@@ -284,6 +284,37 @@ class CpuAccount:
                 "the machine)")
 
 
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's descendants so far, by kind: Chromium's
+    renderers, the rest of Chromium, the Streamlit server, its training processes, and the rest
+    (playwright's driver, headless runs). Processes that have exited count for nothing."""
+    out = {"Chromium renderers": 0.0, "other Chromium": 0.0, "server": 0.0,
+           "training processes": 0.0, "other": 0.0}
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.cmdline())
+            times = process.cpu_times()
+            if "--type=renderer" in command:
+                kind = "Chromium renderers"
+            elif "chrom" in process.name().lower():
+                kind = "other Chromium"
+            elif "streamlit" in command:
+                kind = "server"
+            elif "multiprocessing" in command:
+                kind = "training processes"
+            else:
+                kind = "other"
+            out[kind] += times.user + times.system
+    return out
+
+
+def cpu_by_kind_line(before: Mapping[str, float]) -> str:
+    """Where the CPU went since `before` (a `cpu_by_kind()`), in CPU seconds."""
+    now = cpu_by_kind()
+    return "CPU seconds by process: " + ", ".join(f"{kind} {now[kind] - before.get(kind, 0.0):.1f}"
+                                                  for kind in now)
+
+
 def wait_for_quiet(max_wait: float, share: float = 0.15, window: float = 5.0) -> str:
     """Wait (at most `max_wait` s) until other processes use under `share` of the machine's CPU over
     `window` seconds; returns a line saying how busy it was when the wait ended."""

@@ -29,8 +29,9 @@ are printed. (A session's slider is left alone until its page shows the job: a s
 the Train click's own rerun was under way has been seen to lose the click.)
 
 Other lines: how long each session waited before its job trained, the server's RSS (its own, and
-its child processes' where a process runner trains), how much CPU other processes on the machine
-took meanwhile (--wait-quiet waits for a quiet machine first), whether the app recorded exactly the
+its child processes' where a process runner trains), where the CPU went while the class trained
+(Chromium's renderers, the rest of Chromium, the server, its training processes), how much CPU
+other processes on the machine took meanwhile (--wait-quiet waits for a quiet machine first), whether the app recorded exactly the
 headless config, and the server's error-looking output.
 
 Everything is bounded in time: the class gets --timeout seconds from pressing Train (a session that
@@ -60,6 +61,8 @@ from bench.browserclass import (
     Session,
     add_server_arguments,
     begin,
+    cpu_by_kind,
+    cpu_by_kind_line,
     gave_up,
     gave_up_errors,
     mb,
@@ -242,7 +245,7 @@ def main() -> int:
 
         for session in sessions:
             session.arm()
-        cpu = CpuAccount()
+        cpu, by_kind = CpuAccount(), cpu_by_kind()
         pressed = [session.press_train() for session in sessions]
         t0 = pressed[0]
         print(f"all {n} pressed Train within {pressed[-1] - t0:.2f} s")
@@ -308,6 +311,7 @@ def main() -> int:
         if not server.alive:
             print(f"the server exited (code {server.proc.returncode}) during the class")
         print(cpu.line())
+        print(cpu_by_kind_line(by_kind))
         for note in slider_notes:
             print(note)
         print(f"server RSS now {mb(server.rss())}, peak {mb(peak['server'])}; its child processes "
