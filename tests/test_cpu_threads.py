@@ -42,10 +42,24 @@ def test_other_load_drops_to_one_thread_and_a_quiet_machine_brings_the_second_ba
     assert governor.adjust() == 2 and torch.get_num_threads() == 2
     machine.tick(0.6, others=0.9)  # a browser takes most of a core
     assert governor.adjust() == 1 and torch.get_num_threads() == 1
-    machine.tick(0.6, others=0.1)  # one quiet window is not enough to go back up
-    assert governor.adjust() == 1
+    for _ in range(cpu_threads.UP_AFTER_WINDOWS - 1):  # quiet windows, not yet enough to go up
+        machine.tick(0.6, others=0.1)
+        assert governor.adjust() == 1
     machine.tick(0.6, others=0.1)
     assert governor.adjust() == 2 and torch.get_num_threads() == 2
+
+
+def test_a_page_redrawing_between_quiet_windows_keeps_one_thread(two_threads):
+    machine = FakeMachine()
+    governor = machine.governor()
+    machine.tick(0.6, others=0.9)
+    assert governor.adjust() == 1
+    for _ in range(10):  # a redraw burst, then three quiet windows, over and over
+        machine.tick(0.6, others=0.9)
+        assert governor.adjust() == 1
+        for _ in range(3):
+            machine.tick(0.6, others=0.05)
+            assert governor.adjust() == 1
 
 
 def test_readings_inside_a_window_change_nothing(two_threads):

@@ -19,6 +19,11 @@ import torch
 
 WINDOW_SECONDS = 0.25  # how often the machine's load is read
 SPARE = 0.3  # a core counts as free when others leave at least this much of it (idle noise)
+# Windows in a row with room before a thread is added back. A page redrawing a live run every 0.9 s
+# leaves a few quiet windows between its bursts: after 2 the count flapped between one and two at
+# each redraw, and one learner's epoch took 0.82 to 0.86 s; after 8 (2 s) it stays at one while
+# the page redraws: 0.66 s (bench/app_vs_headless.py, the two alternated, headless 0.39 s).
+UP_AFTER_WINDOWS = 8
 
 
 def machine_busy_seconds() -> float | None:
@@ -43,8 +48,8 @@ def usable_cores() -> int:
 class CpuThreads:
     """Keeps torch's thread count at what the other processes leave free, between one and `most`.
 
-    Down at once when others take a core; up only after two windows in a row leave room, so a
-    brief burst elsewhere does not make the count flap. `restore()` puts back the count found at
+    Down at once when others take a core; up only after `UP_AFTER_WINDOWS` windows in a row leave
+    room, so bursts elsewhere (a page's redraws) do not make the count flap. `restore()` puts back the count found at
     the start. The clock and the readings are arguments so a test can drive it."""
 
     def __init__(self, most: int | None = None, *, cores: int | None = None,
@@ -83,7 +88,7 @@ class CpuThreads:
             self._set(fits)
         elif fits > self.threads:
             self._room_windows += 1
-            if self._room_windows >= 2:
+            if self._room_windows >= UP_AFTER_WINDOWS:
                 self._set(fits)
         else:
             self._room_windows = 0
