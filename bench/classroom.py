@@ -31,8 +31,8 @@ the Train click's own rerun was under way has been seen to lose the click.)
 Other lines: how long each session waited before its job trained, the server's RSS (its own, and
 its child processes' where a process runner trains), where the CPU went while the class trained
 (Chromium's renderers, the rest of Chromium, the server, its training processes), how much CPU
-other processes on the machine took meanwhile (--wait-quiet waits for a quiet machine first), whether the app recorded exactly the
-headless config, and the server's error-looking output.
+other processes on the machine took meanwhile (--wait-quiet waits for a quiet machine first),
+whether the app recorded exactly the headless config, and the server's error-looking output.
 
 Everything is bounded in time: the class gets --timeout seconds from pressing Train (a session that
 has not finished by then is reported with the last status line it showed); the server and browser

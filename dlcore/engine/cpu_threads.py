@@ -49,8 +49,9 @@ class CpuThreads:
     """Keeps torch's thread count at what the other processes leave free, between one and `most`.
 
     Down at once when others take a core; up only after `UP_AFTER_WINDOWS` windows in a row leave
-    room, so bursts elsewhere (a page's redraws) do not make the count flap. `restore()` puts back the count found at
-    the start. The clock and the readings are arguments so a test can drive it."""
+    room, so bursts elsewhere (a page's redraws) do not make the count flap. `restore()` puts
+    back the count found at the start. The clock and the readings are arguments so a test can
+    drive it."""
 
     def __init__(self, most: int | None = None, *, cores: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
