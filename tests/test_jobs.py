@@ -591,3 +591,39 @@ def test_a_sessions_runs_are_its_earlier_runs_and_its_jobs_once_recorded() -> No
     assert runs_of_session([3], _JobWithRun(None)) == [3]  # not recorded yet
     assert runs_of_session([3], _JobWithRun(7)) == [3, 7]
     assert runs_of_session([3, 7], _JobWithRun(7)) == [3, 7]  # counted once
+
+
+def test_a_worker_never_runs_the_servers_main_script(digits: Dataset, tmp_path: Path) -> None:
+    """Each Streamlit session's script runner installs the app script as `__main__` from its own
+    thread; a worker launched meanwhile must not re-import it (the app would run in the worker)."""
+    import sys
+    import types
+
+    from dlcore.runs.process_runner import ProcessRunner
+
+    marker = tmp_path / "the app ran"
+    app = tmp_path / "app.py"
+    app.write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit('the app ran in a worker')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(app)
+    real, stop = sys.modules["__main__"], threading.Event()
+
+    def install() -> None:  # what a session's script runner does, over and over
+        while not stop.is_set():
+            sys.modules["__main__"] = fake
+            time.sleep(0)
+
+    installer = threading.Thread(target=install, daemon=True)
+    installer.start()
+    runner = ProcessRunner(slots=1, threads=1)
+    try:
+        runner.warm()
+        job = JobManager(runner=runner).submit(TrainingJob(config(), digits))
+        assert job.wait(120)
+    finally:
+        stop.set()
+        installer.join()
+        sys.modules["__main__"] = real
+        runner.close()
+    assert not marker.exists()
+    assert job.snapshot().state == "finished", job.snapshot().message

@@ -14,12 +14,11 @@ import atexit
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing import spawn
 from multiprocessing.connection import Connection, wait
 
 from dlcore.engine.dataset import Dataset
@@ -44,17 +43,26 @@ _main_lock = threading.Lock()
 
 @contextmanager
 def _bare_main_module() -> Iterator[None]:
-    """A spawned process first re-imports the parent's `__main__`. Under Streamlit that is the page
-    script being run (the script runner installs it as `__main__`), which would run the whole app in
-    the worker; so while a worker is launched, `__main__` is an empty module."""
+    """A spawned process first re-imports the parent's `__main__`. Under Streamlit that is the app
+    script (each session's script runner installs it as `__main__`, from its own thread), which
+    would run the whole app in the worker, where it fails starting a worker of its own. Swapping
+    `__main__` out while launching is not enough: another session's script run can put it back in
+    between (seen with 8 sessions opening at once). So while a worker is launched, the data a spawned
+    child is prepared from names no main module at all; the worker needs none."""
     with _main_lock:
-        main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
+        prepare = spawn.get_preparation_data
+
+        def without_main(name: str) -> dict:
+            data = prepare(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        spawn.get_preparation_data = without_main
         try:
             yield
         finally:
-            if main is not None:
-                sys.modules["__main__"] = main
+            spawn.get_preparation_data = prepare
 
 
 class _SharedStop:
