@@ -368,7 +368,8 @@ def live_panel() -> None:
     if snap.state != "queued":  # a queued job's page draws only its place in line
         draw_loss_curve(job.id, snap)
         epoch_panel(job.id, snap)
-    if S.get("_redraw_pace") != snap.redraw_seconds or S.get("_job_drawn") != (job.id, snap.state):
+    drawn = S.get("_job_drawn")  # what the sidebar showed (app.py), None if it showed nothing
+    if S.get("_redraw_pace") != snap.redraw_seconds or drawn not in (None, (job.id, snap.state)):
         S["_redraw_pace"] = snap.redraw_seconds
         # Once per change of state (also one that came while the page ran: the sidebar and the
         # buttons were drawn before this panel): they, the redraw pace and other pages follow.

@@ -42,7 +42,7 @@ _main_lock = threading.Lock()
 
 
 @contextmanager
-def _bare_main_module() -> Iterator[None]:
+def _launch_without_main() -> Iterator[None]:
     """A spawned process first re-imports the parent's `__main__`. Under Streamlit that is the app
     script (each session's script runner installs it as `__main__`, from its own thread), which
     would run the whole app in the worker, where it fails starting a worker of its own. Swapping
@@ -145,7 +145,7 @@ class _Worker:
         self.process = ctx.Process(target=_worker_main, args=(task_end, event_end, self.stop_word,
                                                               threads),
                                    name="dllab-worker", daemon=True)
-        with _bare_main_module():
+        with _launch_without_main():
             self.process.start()
         task_end.close()  # the worker's ends live in the worker now
         event_end.close()
