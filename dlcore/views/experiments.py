@@ -365,6 +365,13 @@ def leaderboard(runs_df: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("best_test_acc", ascending=False).reset_index(drop=True)
 
 
+def leaderboard_rows(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the page shows it: accuracy in percent, plain column names."""
+    return pd.DataFrame({"dataset": board["dataset"],
+                         "best test accuracy": [f"{a:.1%}" for a in board["best_test_acc"]],
+                         "run": board["run"], "runs": board["runs"]})
+
+
 def config_json(store: RunStore, run_id: int) -> str:
     """The run's config as indented JSON, the form `RunConfig.from_dict` reads back."""
     return json.dumps(store.get_run(int(run_id))["config"], indent=2, sort_keys=False) + "\n"
